@@ -1,0 +1,31 @@
+"""gesco-diffusers: generative semantic communication (GESCO) with Hugging Face diffusers.
+
+Where each part of the system lives:
+
+- :mod:`gesco_diffusers.sender` -- one-hot encoding of label maps, instance edges, map and image codecs (BPP).
+- :mod:`gesco_diffusers.channel` -- channel models (AWGN, Poisson, mixture, Rayleigh fading, OFDM digital link).
+- :mod:`gesco_diffusers.receiver` -- the fast-denoising semantic block (FDS, Eq. 1).
+- :mod:`gesco_diffusers.models` -- ``SemanticUNet2DModel``, the SPADE diffusion U-Net.
+- :mod:`gesco_diffusers.pipelines` -- ``GescoPipeline``: received map in, image out.
+- :mod:`gesco_diffusers.diffusion` -- the paper's noise schedule, samplers and training losses.
+- :mod:`gesco_diffusers.evaluation` -- KPIs (mIoU, FID, LPIPS, detection, depth) and ``gesco evaluate``.
+- :mod:`gesco_diffusers.convert` -- conversion of the authors' checkpoints.
+"""
+
+__version__ = "0.1.0"
+
+from .models import SemanticUNet2DModel, SemanticUNet2DOutput, semantic_unet_config
+from .pipelines import GescoPipeline, GescoPipelineOutput, PreparedSemanticMap
+from .presets import DATASET_PRESETS, DatasetPreset, get_dataset_preset
+
+__all__ = [
+    "DATASET_PRESETS",
+    "DatasetPreset",
+    "GescoPipeline",
+    "GescoPipelineOutput",
+    "PreparedSemanticMap",
+    "SemanticUNet2DModel",
+    "SemanticUNet2DOutput",
+    "get_dataset_preset",
+    "semantic_unet_config",
+]

@@ -1,0 +1,88 @@
+"""The paper's diffusion process as diffusers schedulers, and the authors' timestep respacing.
+
+Training and the official sampler use T = 1000 steps with linear betas from 1e-4 to 0.02, epsilon prediction and the
+Improved-DDPM learned-range variance (paper Sec. IV-A; reference doc section 5). Every sampler below shares that
+noise schedule, so any of them can drive a model trained with it.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+#: Noise schedule of the paper (Sec. IV-A: "T = 1000 with a linear noise schedule").
+PAPER_DIFFUSION_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                              prediction_type="epsilon")
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "unipc", "euler")
+
+
+def official_ddpm_scheduler(**overrides) -> DDPMScheduler:
+    """The authors' sampler: ancestral DDPM with the learned-range variance and ``clip_denoised=True``."""
+    return DDPMScheduler(**{**PAPER_DIFFUSION_CONFIG, "variance_type": "learned_range", "clip_sample": True,
+                            **overrides})
+
+
+def default_scheduler(**overrides) -> DPMSolverMultistepScheduler:
+    """The package's default sampler: second-order multistep DPM-Solver++ (25 steps by default in the pipeline)."""
+    return DPMSolverMultistepScheduler(**{**PAPER_DIFFUSION_CONFIG, "algorithm_type": "dpmsolver++",
+                                          "solver_order": 2, "variance_type": "learned_range", **overrides})
+
+
+def build_scheduler(name: str, config: Union[dict, None] = None, **overrides):
+    """A scheduler by name, sharing the noise schedule of ``config`` (default: the paper's).
+
+    ``ddpm`` and ``dpmsolver++`` use the learned-range variance; ``ddim``, ``unipc`` and ``euler`` use the epsilon
+    channels only (the pipeline splits the variance channels off for them).
+    """
+    base = {**PAPER_DIFFUSION_CONFIG, **{k: v for k, v in (config or {}).items() if k in PAPER_DIFFUSION_CONFIG}}
+    key = name.lower()
+    if key == "ddpm":
+        return DDPMScheduler(**{**base, "variance_type": "learned_range", "clip_sample": True, **overrides})
+    if key in ("dpmsolver++", "dpm-solver++", "dpmsolver"):
+        return DPMSolverMultistepScheduler(**{**base, "algorithm_type": "dpmsolver++", "solver_order": 2,
+                                              "variance_type": "learned_range", **overrides})
+    if key == "ddim":
+        return DDIMScheduler(**{**base, "clip_sample": True, "set_alpha_to_one": False, **overrides})
+    if key == "unipc":
+        return UniPCMultistepScheduler(**{**base, **overrides})
+    if key == "euler":
+        return EulerDiscreteScheduler(**{**base, **overrides})
+    raise ValueError(f"unknown sampler {name!r}; choose from {SAMPLERS}")
+
+
+def respaced_timesteps(num_train_timesteps: int, section_counts: Union[str, int]) -> list[int]:
+    """The authors' timestep respacing (guided-diffusion ``space_timesteps``), as a descending list for schedulers.
+
+    ``"N"`` (or ``N``) keeps N steps spread evenly, both ends included (e.g. 1000 -> "10": 0, 111, ..., 999);
+    ``"a,b,c"`` splits the range into equal sections with a, b, c steps each; ``"ddimN"`` keeps ``range(0, T, k)`` for
+    the integer stride k that gives exactly N steps.
+    """
+    T = num_train_timesteps
+    spec = str(section_counts)
+    if spec.startswith("ddim"):
+        wanted = int(spec[len("ddim"):])
+        for stride in range(1, T):
+            if len(range(0, T, stride)) == wanted:
+                return sorted(range(0, T, stride), reverse=True)
+        raise ValueError(f"cannot take exactly {wanted} steps from {T} with an integer stride")
+    counts = [int(c) for c in spec.split(",")]
+    size_per, extra = divmod(T, len(counts))
+    kept, start = set(), 0
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if count > size:
+            raise ValueError(f"cannot take {count} steps from a section of {size}")
+        if count < 1:
+            raise ValueError(f"each section needs at least one step, got {count}")
+        stride = (size - 1) / (count - 1) if count > 1 else 1.0
+        kept.update(start + round(stride * j) for j in range(count))
+        start += size
+    return sorted(kept, reverse=True)

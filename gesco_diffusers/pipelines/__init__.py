@@ -1,0 +1,3 @@
+from .pipeline_gesco import GescoPipeline, GescoPipelineOutput, PreparedSemanticMap
+
+__all__ = ["GescoPipeline", "GescoPipelineOutput", "PreparedSemanticMap"]

@@ -1,0 +1,375 @@
+"""``GescoPipeline``: received semantic map in, regenerated image out (paper Fig. 1, receiver side).
+
+``__call__`` = preprocessing (:meth:`GescoPipeline.prepare_semantic_map`: sender encoding, optional channel
+simulation, FDS) + a conditional reverse diffusion with classifier-free guidance (Eq. 14) driven by any diffusers
+scheduler.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+from ..models import SemanticUNet2DModel
+from ..presets import DatasetPreset
+from ..receiver import FastDenoisingSemantic
+from ..sender.encoding import SemanticEncoder, instance_edges
+from .inputs import MapInput, check_float_map, check_label_map, check_spatial_size, is_label_map, to_batched_tensor
+
+#: How the conditioning map is laid out. ``"one_hot"``: C = classes (+ instance edges), the paper's encoding.
+#: ``"label_index_and_edges"``: the 2-channel ``[raw label id, edge]`` map of checkpoints trained with the authors'
+#: ``one_hot_label=False`` default (reference doc section 7, bug 3).
+MAP_ENCODINGS = ("one_hot", "label_index_and_edges")
+
+#: Folders never uploaded or downloaded with a pipeline (Accelerate training state).
+TRAINING_STATE_PATTERNS = ["checkpoint-*", "checkpoint-*/*", "logs/*", "*.pt", "*.pth", "*.bin"]
+
+
+@dataclass
+class PreparedSemanticMap(BaseOutput):
+    """The semantic map at each stage of the communication chain.
+
+    Args:
+        clean: the sender's one-hot map ``(B, C, H, W)`` (``None`` when a received map was passed in).
+        received: the map after the channel (equal to ``clean`` without a channel).
+        denoised: the map after FDS (equal to ``received`` with ``fds=False``).
+        transmitted: ``(B, C)`` bool, the channels that were sent (present classes and the edge channel).
+        conditioning: the tensor fed to the U-Net (``denoised``, or its 2-channel form for label-index models).
+    """
+
+    clean: Optional[torch.Tensor]
+    received: torch.Tensor
+    denoised: torch.Tensor
+    transmitted: torch.Tensor
+    conditioning: torch.Tensor
+
+
+@dataclass
+class GescoPipelineOutput(BaseOutput):
+    """Output of :class:`GescoPipeline`.
+
+    Args:
+        images: generated images (list of PIL images, ``(B, H, W, 3)`` numpy array or ``(B, 3, H, W)`` tensor in [0, 1]).
+        semantic_maps: the preprocessed maps that conditioned the generation.
+    """
+
+    images: Union[list[PIL.Image.Image], np.ndarray, torch.Tensor]
+    semantic_maps: Optional[PreparedSemanticMap] = None
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+class GescoPipeline(DiffusionPipeline):
+    r"""Generative semantic communication receiver: regenerate images from (noisy) semantic maps.
+
+    Components:
+        unet ([`SemanticUNet2DModel`]): the SPADE diffusion U-Net.
+        scheduler: any diffusers scheduler. With a learned-variance U-Net, schedulers whose ``variance_type`` is
+            ``"learned_range"`` (``DDPMScheduler``, ``DPMSolverMultistepScheduler``) receive the variance channels;
+            others (DDIM, UniPC, Euler, ...) get the epsilon channels only.
+
+    Config:
+        semantic_config (`dict`, *optional*): ``{"dataset": DatasetPreset.to_dict(), "map_encoding": ...,
+            "psnr_convention": ..., "guidance_scale": ...}``; without it the map is taken as ``segmap_channels``
+            plain class channels.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet: SemanticUNet2DModel, scheduler, semantic_config: Optional[dict] = None):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        semantic_config = dict(semantic_config or {})
+        encoding = semantic_config.setdefault("map_encoding", "one_hot")
+        if encoding not in MAP_ENCODINGS:
+            raise ValueError(f"map_encoding must be one of {MAP_ENCODINGS}, got {encoding!r}")
+        self.register_to_config(semantic_config=semantic_config)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Configuration helpers
+
+    @property
+    def dataset_preset(self) -> DatasetPreset:
+        """The dataset preset stored with the pipeline, or a plain one inferred from the U-Net's map channels."""
+        cfg = self.config.semantic_config or {}
+        if cfg.get("dataset"):
+            return DatasetPreset.from_dict(cfg["dataset"])
+        channels = self.unet.config.segmap_channels
+        return DatasetPreset(
+            name="custom", num_classes=channels, unlabelled_id=None, use_instance_edges=False,
+            class_names=tuple(f"class_{i}" for i in range(channels)),
+            palette=tuple((int(37 * i % 256), int(91 * i % 256), int(173 * i % 256)) for i in range(channels)),
+            guidance_scale=1.0, resolution=tuple(self._sample_size()),
+        )
+
+    @property
+    def map_encoding(self) -> str:
+        return (self.config.semantic_config or {}).get("map_encoding", "one_hot")
+
+    @property
+    def default_guidance_scale(self) -> float:
+        cfg = self.config.semantic_config or {}
+        return float(cfg.get("guidance_scale", self.dataset_preset.guidance_scale))
+
+    def _sample_size(self) -> tuple[int, int]:
+        size = self.unet.config.sample_size or 64
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def _scheduler_takes_variance(self) -> bool:
+        takes = getattr(self.scheduler.config, "variance_type", None) in ("learned", "learned_range")
+        if takes and not self.unet.learned_variance:
+            raise ValueError(
+                "the scheduler expects a learned variance (variance_type='learned_range') but the U-Net predicts "
+                f"{self.unet.config.out_channels} channels only"
+            )
+        return takes
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Preprocessing: sender encoding -> channel -> FDS (paper Sec. III-A)
+
+    def _fds_module(self, fds: Union[bool, str, nn.Module, None]) -> Optional[nn.Module]:
+        if fds is None or fds is False or fds == "none":
+            return None
+        if fds is True or fds == "paper":
+            return FastDenoisingSemantic()
+        if isinstance(fds, nn.Module):
+            return fds
+        raise ValueError(f"fds must be True/'paper', False/None/'none' or an nn.Module, got {fds!r}")
+
+    @torch.no_grad()
+    def prepare_semantic_map(
+        self,
+        segmap: MapInput,
+        instance_map: Optional[MapInput] = None,
+        channel: Optional[nn.Module] = None,
+        fds: Union[bool, str, nn.Module, None] = True,
+        generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
+        device: Optional[torch.device] = None,
+    ) -> PreparedSemanticMap:
+        """Run the communication chain up to the conditioning map, so users can inspect every stage.
+
+        Args:
+            segmap: a label map (integer ``(H, W)``/``(B, H, W)`` tensor or array, single-channel PIL image, or a list)
+                that the sender encodes, or a float one-hot/received map ``(B, C, H, W)``. For a float map the
+                transmitted channels are those that are not identically zero (absent classes arrive as exact zeros).
+            instance_map: instance ids for the edge channel (datasets with instances). Without it the label map itself
+                is used, so class borders become the edges.
+            channel: a channel model from :mod:`gesco_diffusers.channel` (``None``: the map arrives as sent).
+            fds: ``True``/``"paper"`` for the paper's FDS (Eq. 1), ``False`` for none, another registered method name,
+                or any module ``(received, transmitted) -> denoised``.
+            generator: seeds the channel noise (a list is accepted; its first generator is used).
+        """
+        preset = self.dataset_preset
+        device = device or self._execution_device
+        tensor = to_batched_tensor(segmap, "segmap")
+        if is_label_map(tensor):
+            labels = check_label_map(tensor, preset.num_classes, "segmap")
+            check_spatial_size(*labels.shape[-2:], self.unet.downsampling_factor, "segmap")
+            instances = None
+            if preset.use_instance_edges:
+                instances = labels if instance_map is None else to_batched_tensor(instance_map, "instance_map")
+                if instances.shape != labels.shape:
+                    raise ValueError(
+                        f"instance_map shape {tuple(instances.shape)} does not match segmap {tuple(labels.shape)}"
+                    )
+            encoded = SemanticEncoder.from_preset(preset).encode(labels, instances)
+            clean, transmitted = encoded.one_hot.to(device), encoded.transmitted.to(device)
+        else:
+            clean = None
+            received_in = check_float_map(tensor.float(), preset.map_channels, "segmap").to(device)
+            check_spatial_size(*received_in.shape[-2:], self.unet.downsampling_factor, "segmap")
+            transmitted = received_in.flatten(2).abs().amax(-1) > 0
+
+        sent = clean if clean is not None else received_in
+        if channel is not None:
+            gen = generator[0] if isinstance(generator, list) else generator
+            received = channel(sent, transmitted, generator=gen)
+        else:
+            received = sent
+        fds_module = self._fds_module(fds)
+        denoised = fds_module(received, transmitted) if fds_module is not None else received
+        return PreparedSemanticMap(
+            clean=clean, received=received, denoised=denoised, transmitted=transmitted,
+            conditioning=self._conditioning_from_map(denoised, preset),
+        )
+
+    def _conditioning_from_map(self, denoised: torch.Tensor, preset: DatasetPreset) -> torch.Tensor:
+        if self.map_encoding == "one_hot":
+            return denoised
+        # Authors' one_hot_label=False models read [raw label id, edge]: recover the ids from the cleaned map.
+        labels = denoised[:, : preset.num_classes].argmax(1)
+        edges = (
+            denoised[:, preset.num_classes:preset.num_classes + 1].round().clamp(0, 1)
+            if preset.use_instance_edges else instance_edges(labels).to(denoised)
+        )
+        return torch.cat([labels[:, None].to(denoised.dtype), edges], dim=1)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Sampling
+
+    def _guided_model_output(self, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, scale: float):
+        """One U-Net evaluation with classifier-free guidance (Eq. 14), both halves in one batched forward.
+
+        ``eps = eps_u + s (eps_c - eps_u)`` (Ho & Salimans; the authors' code uses this form, so their ``s = 2`` equals
+        the paper's Eq. 14 with ``s = 1``). The learned variance channels come from the conditional half. The null
+        map is all zeros over every channel.
+        """
+        if scale <= 1.0:
+            return self.unet(latents, t, cond).sample
+        latent_in = torch.cat([latents, latents])
+        cond_in = torch.cat([torch.zeros_like(cond), cond])
+        out_uncond, out_cond = self.unet(latent_in, t, cond_in).sample.chunk(2)
+        eps_channels = self.unet.config.in_channels
+        eps = out_uncond[:, :eps_channels] + scale * (out_cond[:, :eps_channels] - out_uncond[:, :eps_channels])
+        return torch.cat([eps, out_cond[:, eps_channels:]], dim=1)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        segmap: MapInput,
+        instance_map: Optional[MapInput] = None,
+        channel: Optional[nn.Module] = None,
+        fds: Union[bool, str, nn.Module, None] = True,
+        num_inference_steps: int = 25,
+        timesteps: Optional[list[int]] = None,
+        guidance_scale: Optional[float] = None,
+        generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable[[Any, int, Any, dict], dict]] = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> Union[GescoPipelineOutput, tuple]:
+        r"""Generate images whose objects follow the (received) semantic map.
+
+        Args:
+            segmap, instance_map, channel, fds: see :meth:`prepare_semantic_map`.
+            num_inference_steps: denoising steps (ignored when ``timesteps`` is given).
+            timesteps: custom descending timesteps (e.g. the authors' respacing), if the scheduler supports them.
+            guidance_scale: ``s`` of the classifier-free guidance; ``s <= 1`` runs one conditional pass per step.
+                Default: the value stored with the pipeline (2 for Cityscapes, 2.5 for COCO-Stuff/ADE20K).
+            generator: a generator, or one per image, for the initial noise, the sampler and the channel noise.
+            latents: optional initial noise ``(B, 3, H, W)``.
+            output_type: ``"pil"``, ``"np"`` or ``"pt"``.
+            callback_on_step_end: ``fn(pipe, step, timestep, {name: tensor}) -> dict`` called after every step.
+
+        Returns:
+            :class:`GescoPipelineOutput` (or ``(images,)`` with ``return_dict=False``).
+        """
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if timesteps is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        for name in callback_on_step_end_tensor_inputs:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(f"callback tensor input {name!r} not in {self._callback_tensor_inputs}")
+        guidance_scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+        device = self._execution_device
+
+        maps = self.prepare_semantic_map(segmap, instance_map, channel, fds, generator, device)
+        cond = maps.conditioning.to(device=device, dtype=self.unet.dtype)
+        batch_size, _, height, width = cond.shape
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch_size} maps")
+
+        shape = (batch_size, self.unet.config.in_channels, height, width)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        timesteps, num_inference_steps = retrieve_timesteps(
+            self.scheduler, None if timesteps is not None else num_inference_steps, device, timesteps
+        )
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
+
+        takes_variance = self._scheduler_takes_variance()
+        step_kwargs = {"generator": generator} if _accepts(self.scheduler.step, "generator") else {}
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = self.scheduler.scale_model_input(latents, t)
+            output = self._guided_model_output(model_input, t, cond, guidance_scale)
+            if not takes_variance:
+                output = output[:, : self.unet.config.in_channels]
+            latents = self.scheduler.step(output, t, latents, **step_kwargs).prev_sample
+
+            if callback_on_step_end is not None:
+                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = callback_outputs.pop("latents", latents)
+
+        images = self.image_processor.postprocess(latents.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return GescoPipelineOutput(images=images, semantic_maps=maps)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Hub
+
+    @classmethod
+    def download(cls, pretrained_model_name: str, **kwargs) -> str:
+        """Download a pipeline snapshot from the Hub.
+
+        diffusers' own ``download`` refuses components from libraries other than diffusers/transformers when it
+        inspects a Hub repo, so the whole snapshot is fetched here (training checkpoints excluded) and loaded from the
+        local folder.
+        """
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(
+            pretrained_model_name,
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_dir"),
+            local_files_only=bool(kwargs.get("local_files_only", False)),
+            token=kwargs.get("token"),
+            force_download=bool(kwargs.get("force_download", False)),
+            proxies=kwargs.get("proxies"),
+            ignore_patterns=TRAINING_STATE_PATTERNS,
+        )
+
+    @classmethod
+    def from_unet_config(
+        cls,
+        unet_config: Union[str, dict],
+        dataset: Union[str, DatasetPreset, None] = None,
+        scheduler=None,
+        seed: int = 0,
+        **semantic_config,
+    ) -> "GescoPipeline":
+        """A randomly initialised pipeline from a named U-Net configuration (for tests and new trainings).
+
+        The scheduler defaults to the paper's diffusion (1000 linear steps, learned range) sampled with DPM-Solver++.
+        """
+        from ..models import semantic_unet_config
+        from ..presets import get_dataset_preset
+        from ..diffusion import default_scheduler
+
+        config = semantic_unet_config(unet_config) if isinstance(unet_config, str) else dict(unet_config)
+        preset = get_dataset_preset(dataset) if dataset is not None else None
+        if preset is not None:
+            config["segmap_channels"] = preset.map_channels
+            semantic_config = {"dataset": preset.to_dict(), "guidance_scale": preset.guidance_scale,
+                               **semantic_config}
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            unet = SemanticUNet2DModel(**config)
+        return cls(unet=unet, scheduler=scheduler or default_scheduler(), semantic_config=semantic_config)
+
+
+def is_pipeline_folder(path: Union[str, os.PathLike]) -> bool:
+    return os.path.isfile(os.path.join(path, "model_index.json"))

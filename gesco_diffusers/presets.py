@@ -1,0 +1,165 @@
+"""Dataset presets: how many classes a label map has, which id means "unlabelled", whether an instance-edge channel
+is sent, the colour palette and the paper's sampling settings.
+
+The channel count C of the semantic map that conditions the network follows SPADE/SDM/GESCO: one channel per label
+id (the unlabelled id included) plus, for datasets with instance maps, one instance-edge channel appended last
+(reference doc, section 1.1). So Cityscapes is 35 + 1 = 36, COCO-Stuff 183 + 1 = 184, ADE20K 151, CamVid 12.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Optional
+
+
+def _load_class_names(dataset: str) -> Optional[list[str]]:
+    """Class names shipped in ``gesco_diffusers/assets/class_names/<dataset>.json`` (``None`` if not shipped)."""
+    try:
+        text = resources.files("gesco_diffusers").joinpath(f"assets/class_names/{dataset}.json").read_text()
+    except (FileNotFoundError, OSError):
+        return None
+    return json.loads(text)
+
+
+def _default_palette(num_classes: int, seed: int = 0) -> list[tuple[int, int, int]]:
+    """A fixed, well-spread palette for datasets without an official one (golden-ratio hue walk)."""
+    import colorsys
+
+    palette = []
+    for i in range(num_classes):
+        hue = (i * 0.618033988749895 + 0.1 * seed) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.65 + 0.35 * ((i // 7) % 2), 0.55 + 0.45 * ((i // 3) % 2))
+        palette.append((int(r * 255), int(g * 255), int(b * 255)))
+    return palette
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """Everything the sender, the receiver and the pipeline need to know about a dataset's label maps.
+
+    Attributes:
+        name: preset key, e.g. ``"cityscapes"``.
+        num_classes: number of label ids, i.e. one-hot class channels (ids ``0 .. num_classes - 1``).
+        unlabelled_id: the id used for unlabelled pixels *after* the dataset's label remapping (or ``None``).
+        use_instance_edges: whether an instance-edge channel is appended as the last map channel.
+        class_names: one name per id.
+        palette: one RGB colour per id, for colourised maps.
+        guidance_scale: the paper's classifier-free guidance scale ``s`` for this dataset (Sec. IV-A).
+        resolution: ``(height, width)`` the paper's models generate at.
+        ignore_ids: label ids excluded from mIoU (the unlabelled id).
+    """
+
+    name: str
+    num_classes: int
+    unlabelled_id: Optional[int]
+    use_instance_edges: bool
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    guidance_scale: float
+    resolution: tuple[int, int]
+    ignore_ids: tuple[int, ...] = field(default=())
+
+    @property
+    def map_channels(self) -> int:
+        """C, the number of channels of the conditioning map: classes plus the optional edge channel."""
+        return self.num_classes + int(self.use_instance_edges)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["palette"] = [list(c) for c in self.palette]
+        d["class_names"] = list(self.class_names)
+        d["resolution"] = list(self.resolution)
+        d["ignore_ids"] = list(self.ignore_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetPreset":
+        return cls(
+            name=d["name"],
+            num_classes=int(d["num_classes"]),
+            unlabelled_id=d.get("unlabelled_id"),
+            use_instance_edges=bool(d["use_instance_edges"]),
+            class_names=tuple(d["class_names"]),
+            palette=tuple(tuple(int(v) for v in c) for c in d["palette"]),
+            guidance_scale=float(d["guidance_scale"]),
+            resolution=tuple(d["resolution"]),
+            ignore_ids=tuple(d.get("ignore_ids", ())),
+        )
+
+
+# Cityscapes labelIds 0..33 plus "license plate" (-1 in the official list), 35 ids as in SPADE/SDM.
+_CITYSCAPES_NAMES = (
+    "unlabeled", "ego vehicle", "rectification border", "out of roi", "static", "dynamic", "ground", "road",
+    "sidewalk", "parking", "rail track", "building", "wall", "fence", "guard rail", "bridge", "tunnel", "pole",
+    "polegroup", "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+    "bus", "caravan", "trailer", "train", "motorcycle", "bicycle", "license plate",
+)
+_CITYSCAPES_PALETTE = (
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
+    (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
+    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
+    (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 142),
+)
+
+# CamVid, SegNet 11-class split (``../shared/data/camvid/classes.json``): 11 classes + unlabelled (id 11).
+_CAMVID_NAMES = (
+    "sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence", "car", "pedestrian",
+    "bicyclist", "unlabelled",
+)
+_CAMVID_PALETTE = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 0),
+)
+
+
+def _names_or_numbered(dataset: str, n: int) -> tuple[str, ...]:
+    names = _load_class_names(dataset)
+    if names is None or len(names) != n:
+        names = [f"class_{i}" for i in range(n)]
+    return tuple(names)
+
+
+def _build_presets() -> dict[str, DatasetPreset]:
+    coco_names = _names_or_numbered("coco-stuff", 183)
+    ade_names = _names_or_numbered("ade20k", 151)
+    return {
+        "cityscapes": DatasetPreset(
+            name="cityscapes", num_classes=35, unlabelled_id=0, use_instance_edges=True,
+            class_names=_CITYSCAPES_NAMES, palette=_CITYSCAPES_PALETTE, guidance_scale=2.0,
+            resolution=(256, 512), ignore_ids=(0,),
+        ),
+        # COCO-Stuff stuffthingmaps: ids 0..181, 255 (unlabelled) is remapped to 182 (reference doc 2.1).
+        "coco-stuff": DatasetPreset(
+            name="coco-stuff", num_classes=183, unlabelled_id=182, use_instance_edges=True,
+            class_names=coco_names, palette=tuple(_default_palette(182)) + ((0, 0, 0),), guidance_scale=2.5,
+            resolution=(256, 256), ignore_ids=(182,),
+        ),
+        # ADE20K (ADEChallengeData2016): label-1, so "other" (0) becomes 150 after the uint8 wrap-around.
+        "ade20k": DatasetPreset(
+            name="ade20k", num_classes=151, unlabelled_id=150, use_instance_edges=False,
+            class_names=ade_names, palette=tuple(_default_palette(150)) + ((0, 0, 0),), guidance_scale=2.5,
+            resolution=(256, 256), ignore_ids=(150,),
+        ),
+        "camvid": DatasetPreset(
+            name="camvid", num_classes=12, unlabelled_id=11, use_instance_edges=False,
+            class_names=_CAMVID_NAMES, palette=_CAMVID_PALETTE, guidance_scale=1.5,
+            resolution=(64, 80), ignore_ids=(11,),
+        ),
+    }
+
+
+DATASET_PRESETS: dict[str, DatasetPreset] = _build_presets()
+
+
+def get_dataset_preset(name: str | DatasetPreset) -> DatasetPreset:
+    """Return the preset called ``name`` (case-insensitive, ``coco``/``cocostuff`` accepted for COCO-Stuff)."""
+    if isinstance(name, DatasetPreset):
+        return name
+    key = name.lower().replace("_", "-")
+    key = {"coco": "coco-stuff", "cocostuff": "coco-stuff", "ade20k-150": "ade20k"}.get(key, key)
+    if key not in DATASET_PRESETS:
+        raise ValueError(f"Unknown dataset preset {name!r}; available: {sorted(DATASET_PRESETS)}")
+    return DATASET_PRESETS[key]
