@@ -1,0 +1,185 @@
+"""SemanticUNet2DModel: official parity (parameter counts, embedding, blocks), shapes, dtypes, save/load."""
+
+import math
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+from gesco_diffusers.models import SemanticUNet2DModel, official_unet_config, semantic_unet_config
+from gesco_diffusers.models.spade import SPADEGroupNorm
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = SemanticUNet2DModel(**semantic_unet_config("tiny", **overrides))
+    # Zero-initialised output convs make every block an identity; randomise them so tests see real computations.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.abs().sum() == 0 and p.ndim > 1:
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "segmap_channels,expected",
+    [(36, 653_984_518), (184, 662_509_318)],  # official totals minus the 20,722,688 unused spade_norm parameters
+)
+def test_official_parameter_count(segmap_channels, expected):
+    with torch.device("meta"):
+        model = SemanticUNet2DModel(**official_unet_config(segmap_channels=segmap_channels))
+    assert count_parameters(model) == expected
+
+
+def test_official_config_structure():
+    cfg = semantic_unet_config("cityscapes")
+    assert cfg["block_out_channels"] == (256, 256, 512, 512, 1024, 1024)
+    # attention at 32x32, 16x16, 8x8 for a 256 input = levels 3, 4, 5
+    assert cfg["down_block_types"] == ("SemanticDownBlock2D",) * 3 + ("SemanticAttnDownBlock2D",) * 3
+    assert cfg["up_block_types"] == ("SemanticAttnUpBlock2D",) * 3 + ("SemanticUpBlock2D",) * 3
+    with torch.device("meta"):
+        model = SemanticUNet2DModel(**cfg)
+    heads = [a.heads for a in model.modules() if a.__class__.__name__ == "Attention"]
+    assert sorted(set(heads)) == [8, 16]  # 512 / 64 and 1024 / 64
+    spade = [m for m in model.modules() if isinstance(m, SPADEGroupNorm)]
+    assert all(m.mlp_shared[0].out_channels == 128 and m.mlp_shared[0].in_channels == 36 for m in spade)
+    assert all(m.norm.eps == 1e-5 and m.norm.num_groups == 32 and not m.norm.affine for m in spade)
+    assert model.time_embedding.linear_1.out_features == 1024
+
+
+def test_timestep_embedding_cos_first():
+    model = tiny_model()
+    t = torch.tensor([0, 7, 999])
+    emb = model.time_proj(t)
+    half = model.config.block_out_channels[0] // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half) / half)
+    args = t[:, None].float() * freqs[None]
+    torch.testing.assert_close(emb, torch.cat([torch.cos(args), torch.sin(args)], dim=1))
+
+
+def test_output_convs_start_at_zero():
+    torch.manual_seed(0)
+    model = SemanticUNet2DModel(**semantic_unet_config("tiny"))
+    assert model.conv_out.weight.abs().sum() == 0
+    for block in list(model.up_blocks) + [model.mid_block]:
+        for resnet in block.resnets:
+            assert resnet.conv2.weight.abs().sum() == 0
+        for attn in block.attentions:
+            assert attn.to_out[0].weight.abs().sum() == 0
+
+
+def test_forward_shape_and_learned_variance():
+    model = tiny_model()
+    x, y = torch.randn(2, 3, 16, 24), torch.rand(2, 12, 16, 24)
+    out = model(x, torch.tensor([1, 500]), y).sample
+    assert out.shape == (2, 6, 16, 24)
+    assert model.learned_variance
+    assert model(x, 10, y, return_dict=False)[0].shape == (2, 6, 16, 24)
+
+
+def test_decoder_depends_on_map_encoder_does_not():
+    model = tiny_model()
+    x = torch.randn(1, 3, 16, 16)
+    y1, y2 = torch.rand(1, 12, 16, 16), torch.rand(1, 12, 16, 16)
+    assert not torch.allclose(model(x, 5, y1).sample, model(x, 5, y2).sample)
+    feats = []
+
+    def keep_encoder_output(module, inputs, output):
+        feats.append(output[0])
+
+    model.down_blocks[-1].register_forward_hook(keep_encoder_output)
+    model(x, 5, y1)
+    model(x, 5, y2)
+    torch.testing.assert_close(feats[0], feats[1])
+
+
+def test_non_square_256x512_on_small_config():
+    cfg = dict(
+        sample_size=(256, 512), segmap_channels=36, block_out_channels=(8, 8, 16, 16),
+        down_block_types=("SemanticDownBlock2D",) * 3 + ("SemanticAttnDownBlock2D",),
+        up_block_types=("SemanticAttnUpBlock2D",) + ("SemanticUpBlock2D",) * 3,
+        layers_per_block=1, attention_head_dim=8, spade_hidden_channels=8, norm_num_groups=4,
+    )
+    model = SemanticUNet2DModel(**cfg).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 256, 512), 3, torch.rand(1, 36, 256, 512)).sample
+    assert out.shape == (1, 6, 256, 512)
+
+
+def test_conv_resampling_variant():
+    model = tiny_model(resnet_updown=False, time_embedding_norm="default")
+    out = model(torch.randn(1, 3, 16, 16), 3, torch.rand(1, 12, 16, 16)).sample
+    assert out.shape == (1, 6, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "sample,segmap,match",
+    [
+        (torch.randn(1, 3, 16, 16), torch.rand(1, 11, 16, 16), "segmap_channels"),
+        (torch.randn(1, 4, 16, 16), torch.rand(1, 12, 16, 16), r"\(B, 3, H, W\)"),
+        (torch.randn(1, 3, 17, 16), torch.rand(1, 12, 17, 16), "divisible"),
+    ],
+)
+def test_forward_errors(sample, segmap, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model()(sample, 1, segmap)
+
+
+def test_sdpa_matches_plain_attention():
+    model = tiny_model()
+    x, y = torch.randn(2, 3, 16, 16), torch.rand(2, 12, 16, 16)
+    model.set_attn_processor(AttnProcessor2_0())
+    sdpa = model(x, 10, y).sample
+    model.set_attn_processor(AttnProcessor())
+    plain = model(x, 10, y).sample
+    torch.testing.assert_close(sdpa, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_checkpointing_same_gradients():
+    x, y, t = torch.randn(2, 3, 16, 16), torch.rand(2, 12, 16, 16), torch.tensor([3, 700])
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+            assert model.is_gradient_checkpointing
+        model(x, t, y).sample.square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward(dtype):
+    model = tiny_model()
+    x, y = torch.randn(1, 3, 16, 16), torch.rand(1, 12, 16, 16)
+    ref = model(x, 10, y).sample
+    try:
+        out = model.to(dtype)(x.to(dtype), 10, y.to(dtype)).sample
+    except RuntimeError as err:  # some CPU builds lack fp16 kernels for conv/groupnorm
+        pytest.skip(f"{dtype} not supported on this device: {err}")
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.1)
+
+
+def test_save_load_round_trip_and_fp16_variant(tmp_path):
+    model = tiny_model()
+    x, y = torch.randn(1, 3, 16, 16), torch.rand(1, 12, 16, 16)
+    model.save_pretrained(tmp_path / "fp32")
+    assert (tmp_path / "fp32" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = SemanticUNet2DModel.from_pretrained(tmp_path / "fp32").eval()
+    assert loaded.config == model.config
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    # Bit-identical weights; outputs may differ in the last bit because the BLAS picks kernels by memory alignment
+    # (safetensors buffers are not 64-byte aligned).
+    torch.testing.assert_close(loaded(x, 5, y).sample, model(x, 5, y).sample, rtol=0, atol=1e-6)
+
+    model.to(torch.float16).save_pretrained(tmp_path / "fp16", variant="fp16")
+    assert (tmp_path / "fp16" / "diffusion_pytorch_model.fp16.safetensors").exists()
+    half = SemanticUNet2DModel.from_pretrained(tmp_path / "fp16", variant="fp16", torch_dtype=torch.float16)
+    for (name, a), b in zip(model.state_dict().items(), half.state_dict().values()):
+        assert torch.equal(a, b), name
