@@ -82,6 +82,11 @@ def check_label_map(labels: torch.Tensor, num_classes: int, what: str = "segmap"
 def check_float_map(segmap: torch.Tensor, channels: int, what: str = "segmap") -> torch.Tensor:
     """Validate a float map ``(B, C, H, W)``: channel count and finiteness."""
     if segmap.ndim == 3:
+        if segmap.shape[0] != channels:
+            raise ValueError(
+                f"{what}: wrong dtype {segmap.dtype} for a label map of shape {tuple(segmap.shape)}; pass integer "
+                f"class ids (B, H, W), or a float one-hot map with {channels} channels"
+            )
         segmap = segmap[None]
     if segmap.ndim != 4:
         raise ValueError(f"{what}: a one-hot map must be (B, C, H, W), got shape {tuple(segmap.shape)}")

@@ -308,7 +308,8 @@ class GescoPipeline(DiffusionPipeline):
             latents = self.scheduler.step(output, t, latents, **step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
-                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                step_tensors = {"latents": latents}
+                callback_kwargs = {name: step_tensors[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
 

@@ -1,0 +1,56 @@
+"""Channel models for transmitted semantic maps (paper Sec. IV-A, Eq. 15, Tables VI-VII, Sec. IV-C).
+
+Every model is a :class:`SemanticChannel`: ``channel(x, transmitted=None, generator=None)`` with ``x`` of shape
+``(B, C, H, W)``; channels outside the ``(B, C)`` bool mask ``transmitted`` come out as exact zeros.
+"""
+
+from .awgn import OFFICIAL_PSNR_TO_SIGMA, AWGNChannel
+from .base import SemanticChannel, check_psnr, empirical_psnr, gaussian_noise, psnr_to_sigma
+from .digital import (
+    BITS_PER_QPSK_SYMBOL,
+    ComplexAWGN,
+    DigitalLinkChannel,
+    MultipathChannel,
+    OFDMDemodulator,
+    OFDMModulator,
+    QPSKDemodulator,
+    QPSKModulator,
+    ZeroForcingEqualizer,
+    bits_to_bytes,
+    bytes_to_bits,
+    ebn0_to_n0,
+    qpsk_ber_awgn,
+    qpsk_ber_rayleigh,
+)
+from .factory import CHANNEL_REGISTRY, build_channel
+from .fading import RayleighFadingChannel
+from .poisson import PoissonChannel, PoissonGaussianChannel
+
+__all__ = [
+    "AWGNChannel",
+    "BITS_PER_QPSK_SYMBOL",
+    "CHANNEL_REGISTRY",
+    "ComplexAWGN",
+    "DigitalLinkChannel",
+    "MultipathChannel",
+    "OFDMDemodulator",
+    "OFDMModulator",
+    "OFFICIAL_PSNR_TO_SIGMA",
+    "PoissonChannel",
+    "PoissonGaussianChannel",
+    "QPSKDemodulator",
+    "QPSKModulator",
+    "RayleighFadingChannel",
+    "SemanticChannel",
+    "ZeroForcingEqualizer",
+    "bits_to_bytes",
+    "build_channel",
+    "bytes_to_bits",
+    "check_psnr",
+    "ebn0_to_n0",
+    "empirical_psnr",
+    "gaussian_noise",
+    "psnr_to_sigma",
+    "qpsk_ber_awgn",
+    "qpsk_ber_rayleigh",
+]

@@ -1,0 +1,232 @@
+"""Convert an official GESCO/SDM checkpoint file into a complete :class:`~gesco_diffusers.GescoPipeline` folder.
+
+The folder holds the U-Net in safetensors (fp32, plus an ``fp16`` variant), the authors' sampler (1000-step ancestral
+DDPM with the learned-range variance, ``official_ddpm_scheduler()``), the dataset preset and map encoding in
+``semantic_config`` (with the authors' noise-table PSNR convention) and a model card. It is written to a temporary
+folder beside the destination and renamed into place, so an interrupted conversion never leaves a half-written
+pipeline behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import torch
+
+from ..diffusion.schedulers import official_ddpm_scheduler
+from ..pipelines import GescoPipeline
+from ..presets import DATASET_PRESETS, DatasetPreset, get_dataset_preset
+from .official import (
+    ConversionReport,
+    OfficialUNetArchitecture,
+    build_unet,
+    convert_official_state_dict,
+    infer_official_architecture,
+)
+
+PathLike = Union[str, os.PathLike]
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read a flat official state dict (``ema_0.9999_*.pt``, ``model*.pt`` or a ``.safetensors`` file).
+
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: tensors and containers only, never arbitrary
+    unpickling.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"checkpoint {path.name!r}: expected one of {CHECKPOINT_SUFFIXES}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(path), device="cpu")
+    else:
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"checkpoint {path.name!r} holds objects other than tensors and containers; refusing to "
+                             f"unpickle them (weights_only=True): {err}") from err
+    if not isinstance(state_dict, Mapping) or not state_dict:
+        raise TypeError(f"checkpoint {path.name!r} holds a {type(state_dict).__name__}, not a non-empty flat state "
+                        "dict (dict of tensor names to tensors)")
+    bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise TypeError(f"checkpoint {path.name!r} is not a flat state dict: entries {bad[:5]} are not tensors "
+                        "(a training-state wrapper? pass the model/EMA state dict itself)")
+    return dict(state_dict)
+
+
+def dataset_for_architecture(arch: OfficialUNetArchitecture, dataset: Union[str, DatasetPreset, None] = None
+                             ) -> DatasetPreset:
+    """The dataset preset of a checkpoint: ``dataset`` if given (checked against C), else inferred from C
+    (36 -> Cityscapes, 184 -> COCO-Stuff, 151 -> ADE20K)."""
+    C = arch.segmap_channels
+    if dataset is not None:
+        preset = get_dataset_preset(dataset)
+        if arch.map_encoding == "one_hot" and preset.map_channels != C:
+            raise ValueError(f"the checkpoint's SPADE layers read C = {C} map channels, but dataset {preset.name!r} "
+                             f"has {preset.map_channels} ({preset.num_classes} classes"
+                             f"{' + edges' if preset.use_instance_edges else ''})")
+        return preset
+    if arch.map_encoding == "label_index_and_edges":
+        raise ValueError(f"the checkpoint reads a {C}-channel [label index, edge] map (trained with the authors' "
+                         "one_hot_label=False default): the dataset cannot be inferred, pass dataset= / --dataset")
+    matches = [p for p in DATASET_PRESETS.values() if p.map_channels == C]
+    if len(matches) != 1:
+        known = {p.name: p.map_channels for p in DATASET_PRESETS.values()}
+        raise ValueError(f"cannot infer the dataset from C = {C} map channels (known: {known}); pass dataset=")
+    return matches[0]
+
+
+def sha256_of(path: PathLike, chunk_size: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"output {str(output_dir)!r} exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {str(output_dir)!r} is not empty; pass overwrite=True / --overwrite "
+                              "to replace it")
+
+
+def _replace_folder(src: Path, dst: Path) -> None:
+    """Move the finished ``src`` to ``dst``; an old ``dst`` is moved aside first and deleted only afterwards."""
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        os.rename(dst, old / dst.name)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        if old is not None:
+            os.rename(old / dst.name, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _check_finite(state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{what} has NaN/inf values in {len(bad)} tensors: {bad[:10]}")
+
+
+def _variance_channels_trained(unet) -> bool:
+    """Whether the learned-variance outputs have non-zero weights. GESCO's loss is the epsilon MSE only, so these
+    zero-initialised weights never move (reference doc 5); SDM's hybrid loss trains them."""
+    start = unet.config.in_channels
+    return bool(unet.conv_out.weight[start:].any() or unet.conv_out.bias[start:].any())
+
+
+@dataclass
+class ConvertedCheckpoint:
+    """Result of :func:`convert_official_checkpoint`."""
+
+    path: Path
+    architecture: OfficialUNetArchitecture
+    report: ConversionReport
+    dataset: DatasetPreset
+    checkpoint_sha256: str
+
+
+def convert_official_checkpoint(
+    checkpoint: PathLike,
+    output_dir: PathLike,
+    *,
+    dataset: Union[str, DatasetPreset, None] = None,
+    num_head_channels: int = 64,
+    guidance_scale: Optional[float] = None,
+    sample_size: Optional[Sequence[int]] = None,
+    fp16_variant: bool = True,
+    overwrite: bool = False,
+    repo_id: Optional[str] = None,
+    verbose: bool = False,
+    print_fn: Optional[Callable[[str], None]] = print,
+) -> ConvertedCheckpoint:
+    """Convert the authors' checkpoint into a :class:`GescoPipeline` folder (see the module docstring).
+
+    Args:
+        checkpoint: ``ema_0.9999_*.pt`` / ``model*.pt`` / ``.safetensors`` official state dict.
+        output_dir: destination folder (must be absent or empty unless ``overwrite``).
+        dataset: dataset preset name; default: inferred from the map channels C (required for 2-channel
+            ``one_hot_label=False`` checkpoints).
+        num_head_channels: channels per attention head (``--num_head_channels``, 64 in the official commands).
+        guidance_scale: classifier-free guidance stored with the pipeline (default: the dataset's, 2 for Cityscapes,
+            2.5 for COCO-Stuff/ADE20K, as in the authors' README).
+        sample_size: default ``(height, width)`` of generated images (default: the dataset's resolution).
+        fp16_variant: also write ``unet/diffusion_pytorch_model.fp16.safetensors``.
+        overwrite: replace a non-empty ``output_dir``.
+        repo_id: the Hub repository the folder is meant for (used in the model card's usage snippet).
+        verbose: print one line per mapped tensor.
+        print_fn: where the mapping summary goes (``None``: silent).
+    """
+    from ..hub import write_model_card
+
+    checkpoint, output_dir = Path(checkpoint), Path(output_dir)
+    _check_output_dir(output_dir, overwrite)
+    state_dict = load_official_checkpoint(checkpoint)
+    arch = infer_official_architecture(state_dict, num_head_channels)
+    preset = dataset_for_architecture(arch, dataset)
+    guidance = preset.guidance_scale if guidance_scale is None else float(guidance_scale)
+    if not guidance > 0:
+        raise ValueError(f"guidance_scale must be positive, got {guidance_scale!r}")
+
+    unet = build_unet(arch, sample_size=tuple(sample_size or preset.resolution))
+    converted, report = convert_official_state_dict(state_dict, arch, unet.state_dict())
+    _check_finite(converted, f"checkpoint {checkpoint.name!r}")
+    unet.load_state_dict(converted, strict=True)
+    if print_fn is not None:
+        print_fn(report.summary(verbose=verbose))
+    variance_trained = _variance_channels_trained(unet) if arch.learn_sigma else None
+    del state_dict, converted
+
+    scheduler = official_ddpm_scheduler(**({} if arch.learn_sigma else {"variance_type": "fixed_large"}))
+    semantic_config = {"dataset": preset.to_dict(), "map_encoding": arch.map_encoding,
+                       "psnr_convention": "official_table", "guidance_scale": guidance}
+    pipe = GescoPipeline(unet=unet, scheduler=scheduler, semantic_config=semantic_config)
+    digest = sha256_of(checkpoint)
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if fp16_variant:
+            half = copy.deepcopy(unet).half()
+            _check_finite(half.state_dict(), "the fp16 copy (values beyond the fp16 range)")
+            half.save_pretrained(tmp / "unet", variant="fp16", safe_serialization=True)
+            del half
+        write_model_card(
+            tmp, kind="converted", repo_id=repo_id,
+            conversion=dict(
+                checkpoint_name=checkpoint.name, checkpoint_sha256=digest, source=arch.source,
+                architecture=arch.describe(), summary=report.summary(),
+                mapped_tensors=len(report.mapped), model_tensors=report.num_model_tensors,
+                mapped_parameters=report.mapped_parameters, dropped_tensors=len(report.dropped),
+                dropped_parameters=report.dropped_parameters, num_head_channels=arch.num_head_channels,
+                fp16_variant=fp16_variant, variance_channels_trained=variance_trained,
+            ),
+        )
+        _replace_folder(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if print_fn is not None:
+        print_fn(f"wrote {output_dir}")
+    return ConvertedCheckpoint(path=output_dir, architecture=arch, report=report, dataset=preset,
+                               checkpoint_sha256=digest)
