@@ -1,0 +1,83 @@
+"""The ``gesco`` command line (also ``python -m gesco_diffusers``).
+
+Subcommands: ``transmit`` (the whole chain on one map), ``convert`` (the authors' checkpoints), ``publish`` (a
+pipeline folder to the Hub), ``map-level`` (the FDS/channel experiment that needs no model).
+Errors are reported in one line with a non-zero exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; keep it to one line
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _transmit(sub) -> Callable:
+    from . import transmit
+
+    parser = sub.add_parser("transmit", help="send a label map over a channel and regenerate the image")
+    transmit.add_arguments(parser)
+    return transmit.run
+
+
+def _convert(sub) -> Callable:
+    from .convert import cli
+
+    parser = sub.add_parser("convert", help="convert an official GESCO/SDM checkpoint to a GescoPipeline folder")
+    cli.build_parser(parser)
+    return cli.run
+
+
+def _publish(sub) -> Callable:
+    from . import hub
+
+    parser = sub.add_parser("publish", help="upload a GescoPipeline folder with its model card to the Hub")
+    hub.build_parser(parser)
+    return hub.run
+
+
+def _map_level(sub) -> Callable:
+    parser = sub.add_parser("map-level", help="map mIoU with and without FDS over channels (no model needed)",
+                            add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args):
+        from .experiments.map_level import main
+
+        main(args.rest)
+        return 0
+
+    return run
+
+
+SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, "map-level": _map_level}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = _OneLineParser(prog="gesco", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    runners = {name: make(sub) for name, make in SUBCOMMANDS.items()}
+    return parser, runners
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(runners[args.command](args) or 0)
+    except KeyboardInterrupt:
+        print("gesco: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError, RuntimeError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"gesco {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Map-level experiment: the confusion-matrix mIoU and a --quick smoke run of the CLI."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from gesco_diffusers.experiments.map_level import (
+    confusion_matrix,
+    confusion_matrix_miou,
+    default_settings,
+    main,
+    miou_from_confusion,
+    run_map_level,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = SHARED / "data"
+
+
+def test_confusion_matrix_and_miou_by_hand():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 3]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 2, 0, 0]])
+    matrix = confusion_matrix(pred, target, 4)
+    assert matrix.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 2, 0], [1, 0, 0, 0]]
+    # IoU: class 0: 1 / (2 + 3 - 1) = 1/4; class 1: 2/3; class 2: 2/3; class 3: 0/1.
+    miou, iou = miou_from_confusion(matrix)
+    assert iou.tolist() == pytest.approx([0.25, 2 / 3, 2 / 3, 0.0])
+    assert miou == pytest.approx((0.25 + 2 / 3 + 2 / 3 + 0.0) / 4)
+    # Ignoring id 3: its pixel is skipped and the class leaves the mean; class 0 loses that false positive.
+    assert confusion_matrix_miou(pred, target, 4, ignore_ids=(3,)) == pytest.approx((1 / 3 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_miou_skips_classes_absent_from_both_maps():
+    target = torch.tensor([0, 0, 2, 2])
+    assert confusion_matrix_miou(target, target, 5) == 1.0
+    _, iou = miou_from_confusion(confusion_matrix(target, target, 5))
+    assert math.isnan(iou[1]) and math.isnan(iou[4])
+
+
+def test_miou_input_validation():
+    with pytest.raises(ValueError, match="shapes differ"):
+        confusion_matrix(torch.zeros(2, dtype=torch.long), torch.zeros(3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(torch.tensor([5]), torch.tensor([0]), 2)
+    with pytest.raises(ValueError, match="unknown channel labels"):
+        default_settings(channels=["awgn", "bsc"])
+
+
+@pytest.mark.skipif(not (DATA / "camvid").is_dir(), reason="shared CamVid data not available")
+def test_quick_cli_run_writes_tables_json_csv_and_plot(tmp_path, capsys):
+    results = main(["--dataset", "camvid", "--quick", "--out", str(tmp_path), "--data-root", str(DATA),
+                    "--channels", "awgn", "rayleigh", "digital-multipath"])
+    out_dir = tmp_path / "camvid"
+    for name in ("results.json", "results.csv", "tables.md", "miou_vs_snr.png"):
+        assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 0
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert saved["num_maps"] == 4 and saved["dataset"] == "camvid"
+    rows = {(r["channel"], r["snr_db"]): r for r in saved["rows"]}
+    assert len(rows) == 2 * 3 + 2  # two analog channels at 3 PSNRs, one digital link at 2 Eb/N0
+    assert rows["awgn", 100.0]["miou_no_fds"] == 1.0  # sigma = 1e-5 never flips an argmax
+    assert rows["awgn", 1.0]["miou_no_fds"] < 0.5
+    assert rows["awgn", 10.0]["miou_fds"] > rows["awgn", 10.0]["miou_no_fds"]
+    assert abs(rows["awgn", 10.0]["received_psnr_db"] - 10.0) < 0.1  # measured on the transmitted elements
+    with open(out_dir / "results.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows)
+    printed = capsys.readouterr().out
+    assert "| awgn | yes |" in printed and "Eb/N0" in printed
+    assert results[0]["markdown"] in printed
+
+
+@pytest.mark.skipif(not (DATA / "coco_stuff_samples").is_dir(), reason="shared COCO-Stuff samples not available")
+def test_coco_run_with_edges_is_seeded_and_calls_the_codec_hook():
+    calls = []
+
+    def codec_table(labels, preset):
+        calls.append((len(labels), preset.name))
+        return "| codec | bpp |\n|---|---|\n| fake | 1.0 |"
+
+    kwargs = dict(psnrs=(10,), ebn0s=(), channels=["awgn"], limit=1, resize="preset", data_root=DATA,
+                  verbose=False)
+    first = run_map_level("coco-stuff", codec_table_fn=codec_table, **kwargs)
+    second = run_map_level("coco-stuff", **kwargs)
+    assert calls == [(1, "coco-stuff")]
+    assert first["markdown"].endswith("| fake | 1.0 |") and "fake" not in second["markdown"]
+    assert first["map_sizes"] == [(256, 256)]
+    assert first["rows"][0]["miou_fds"] == second["rows"][0]["miou_fds"]  # same seed, same result
+    assert 0.0 < first["rows"][0]["miou_no_fds"] < first["rows"][0]["miou_fds"] <= 1.0
