@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from gesco_diffusers.channel import AWGNChannel
-from gesco_diffusers.experiments.map_level import confusion_matrix_miou
+from gesco_diffusers.evaluation.metrics.miou import compute_miou
 from gesco_diffusers.presets import get_dataset_preset
 from gesco_diffusers.receiver import FastDenoisingSemantic, fast_denoise
 from gesco_diffusers.sender import SemanticEncoder
@@ -81,6 +81,6 @@ def test_fds_improves_map_miou_at_10db_on_camvid():
     encoded = SemanticEncoder.from_preset(preset).encode(labels)
     received = AWGNChannel(10.0)(encoded.one_hot, encoded.transmitted, torch.Generator().manual_seed(0))
     cleaned = FastDenoisingSemantic()(received, encoded.transmitted)
-    miou_raw = confusion_matrix_miou(received.argmax(1), labels, preset.num_classes, preset.ignore_ids)
-    miou_fds = confusion_matrix_miou(cleaned.argmax(1), labels, preset.num_classes, preset.ignore_ids)
+    miou_raw = compute_miou(received.argmax(1), labels, preset.num_classes, preset.ignore_ids).miou
+    miou_fds = compute_miou(cleaned.argmax(1), labels, preset.num_classes, preset.ignore_ids).miou
     assert miou_fds > miou_raw + 0.1, (miou_raw, miou_fds)

@@ -2,50 +2,17 @@
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import pytest
-import torch
 
-from gesco_diffusers.experiments.map_level import (
-    confusion_matrix,
-    confusion_matrix_miou,
-    default_settings,
-    main,
-    miou_from_confusion,
-    run_map_level,
-)
+from gesco_diffusers.experiments.map_level import default_settings, main, run_map_level
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"
 
 
-def test_confusion_matrix_and_miou_by_hand():
-    target = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 3]])
-    pred = torch.tensor([[0, 1, 1, 1], [2, 2, 0, 0]])
-    matrix = confusion_matrix(pred, target, 4)
-    assert matrix.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 2, 0], [1, 0, 0, 0]]
-    # IoU: class 0: 1 / (2 + 3 - 1) = 1/4; class 1: 2/3; class 2: 2/3; class 3: 0/1.
-    miou, iou = miou_from_confusion(matrix)
-    assert iou.tolist() == pytest.approx([0.25, 2 / 3, 2 / 3, 0.0])
-    assert miou == pytest.approx((0.25 + 2 / 3 + 2 / 3 + 0.0) / 4)
-    # Ignoring id 3: its pixel is skipped and the class leaves the mean; class 0 loses that false positive.
-    assert confusion_matrix_miou(pred, target, 4, ignore_ids=(3,)) == pytest.approx((1 / 3 + 2 / 3 + 2 / 3) / 3)
-
-
-def test_miou_skips_classes_absent_from_both_maps():
-    target = torch.tensor([0, 0, 2, 2])
-    assert confusion_matrix_miou(target, target, 5) == 1.0
-    _, iou = miou_from_confusion(confusion_matrix(target, target, 5))
-    assert math.isnan(iou[1]) and math.isnan(iou[4])
-
-
-def test_miou_input_validation():
-    with pytest.raises(ValueError, match="shapes differ"):
-        confusion_matrix(torch.zeros(2, dtype=torch.long), torch.zeros(3, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="outside"):
-        confusion_matrix(torch.tensor([5]), torch.tensor([0]), 2)
+def test_unknown_channel_label():
     with pytest.raises(ValueError, match="unknown channel labels"):
         default_settings(channels=["awgn", "bsc"])
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ..channel import SemanticChannel, build_channel
 from ..data import get_layout, load_label_array
+from ..evaluation.metrics.miou import ConfusionMatrix
 from ..presets import DatasetPreset, get_dataset_preset
 from ..receiver import FastDenoisingSemantic
 from ..sender import SemanticEncoder
@@ -37,12 +38,9 @@ __all__ = [
     "ChannelSetting",
     "DEFAULT_EBN0S",
     "DEFAULT_PSNRS",
-    "confusion_matrix",
-    "confusion_matrix_miou",
     "default_settings",
     "load_label_maps",
     "main",
-    "miou_from_confusion",
     "run_map_level",
 ]
 
@@ -70,55 +68,6 @@ _DEFAULT_SPLIT = {"camvid": "val", "coco-stuff": "all"}
 # COCO-Stuff maps are up to 640x640 with 184 channels; the paper's models see them at 256x256 (Sec. IV-A), so they
 # are resized there by default. CamVid keeps its 180x240 maps.
 _DEFAULT_RESIZE = {"camvid": "native", "coco-stuff": "preset"}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# mIoU (Eq. 16) from a confusion matrix
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def confusion_matrix(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_ids: Sequence[int] = ()
-) -> torch.Tensor:
-    """``(num_classes, num_classes)`` int64 counts, rows = target id, columns = predicted id.
-
-    Pixels whose *target* is in ``ignore_ids`` are skipped; ids must lie in ``[0, num_classes)``.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    if pred.is_floating_point() or target.is_floating_point():
-        raise TypeError("pred and target must be integer label maps")
-    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
-    for name, ids in (("pred", pred), ("target", target)):
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
-            raise ValueError(f"{name} has ids outside [0, {num_classes}): min {int(ids.min())}, max {int(ids.max())}")
-    keep = torch.ones_like(target, dtype=torch.bool)
-    for ignored in ignore_ids:
-        keep &= target != ignored
-    flat = target[keep] * num_classes + pred[keep]
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
-
-
-def miou_from_confusion(matrix: torch.Tensor, ignore_ids: Sequence[int] = ()) -> tuple[float, torch.Tensor]:
-    """Mean IoU over the classes that occur (in target or prediction), ignored ids excluded from the mean.
-
-    Returns ``(miou, per_class_iou)``; the IoU of a class with an empty union is NaN and left out of the mean.
-    """
-    matrix = matrix.double()
-    intersection = matrix.diagonal()
-    union = matrix.sum(0) + matrix.sum(1) - intersection
-    iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.full_like(union, math.nan))
-    counted = torch.ones_like(iou, dtype=torch.bool)
-    counted[list(ignore_ids)] = False
-    valid = iou[counted & ~torch.isnan(iou)]
-    return (float(valid.mean()) if valid.numel() else math.nan), iou
-
-
-def confusion_matrix_miou(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_ids: Sequence[int] = ()
-) -> float:
-    """mIoU of Eq. 16 between two label maps (any matching shapes), ``ignore_ids`` excluded."""
-    return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_ids), ignore_ids)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,7 +192,7 @@ def _evaluate_setting(
     channel, fds = setting.build(), FastDenoisingSemantic()
     generator = torch.Generator().manual_seed(seed)  # fresh per setting: results do not depend on the run order
     n = preset.num_classes
-    matrices = {"off": torch.zeros(n, n, dtype=torch.long), "on": torch.zeros(n, n, dtype=torch.long)}
+    matrices = {arm: ConfusionMatrix(n, preset.ignore_ids) for arm in ("off", "on")}
     squared_error, elements = 0.0, 0
     for labels, one_hot, transmitted in batches:
         x = one_hot.float()
@@ -254,14 +203,14 @@ def _evaluate_setting(
         elements += int(transmitted.sum()) * labels[0].numel()
         for arm, y in (("off", received), ("on", fds(received, transmitted))):
             # argmax over the class channels only: the edge channel is not a class.
-            matrices[arm] += confusion_matrix(y[:, :n].argmax(1), labels, n, preset.ignore_ids)
+            matrices[arm].update(y[:, :n].argmax(1), labels)
     mse = squared_error / max(elements, 1)
     return {
         "channel": setting.label,
         "snr_name": setting.snr_name,
         "snr_db": setting.snr_db,
-        "miou_no_fds": miou_from_confusion(matrices["off"], preset.ignore_ids)[0],
-        "miou_fds": miou_from_confusion(matrices["on"], preset.ignore_ids)[0],
+        "miou_no_fds": matrices["off"].compute().miou,
+        "miou_fds": matrices["on"].compute().miou,
         "received_mse": mse,
         "received_psnr_db": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
         "params": channel.describe(),
