@@ -1,0 +1,73 @@
+"""The `gesco` command line: `transmit` end to end, and one-line errors for bad arguments."""
+
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from gesco_diffusers.cli import main
+
+
+def run_transmit(tmp_path, *extra):
+    return main(["transmit", "--steps", "2", "--output", str(tmp_path / "out"), "--size", "32", "40", *extra])
+
+
+def test_transmit_writes_panel_and_prints_figures(tmp_path, capsys):
+    assert run_transmit(tmp_path, "--psnr", "5", "--seed", "3") == 0
+    out = capsys.readouterr().out
+    assert "bpp" in out and "map mIoU:" in out and "generation" in out
+    received, fds = [float(x) for x in out.split("map mIoU:")[1].split("\n")[0].replace("->", " ").split()
+                     if x.replace(".", "").isdigit()]
+    assert 0 <= received < fds <= 1  # at 5 dB FDS cleans the map
+    panels = list((tmp_path / "out").glob("*_panel.png"))
+    assert len(panels) == 1
+    with PIL.Image.open(panels[0]) as panel:
+        # photo | sent | received | FDS | generated, each 32x40 shown at x5 (180 // 32), captions 14 px high
+        assert panel.size == (5 * 40 * 5, 32 * 5 + 14)
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+
+
+def test_transmit_json_noiseless_and_digital(tmp_path, capsys):
+    assert run_transmit(tmp_path, "--psnr", "inf", "--fds", "none", "--json") == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["map_miou_received"] == 1.0 and report["map_miou_fds"] == 1.0
+    assert report["bpp"] > 0 and report["channel"] == "noiseless"
+    assert run_transmit(tmp_path, "--channel", "digital", "--ebn0", "8") == 0
+
+
+def write_map(path, values):
+    PIL.Image.fromarray(values.astype(np.uint8), mode="L").save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--steps", "-3"], "--steps must be a positive integer"),
+        (["--map", "does/not/exist.png"], "label map not found"),
+        (["--codec", "jpeg"], "not an available lossless codec"),
+    ],
+)
+def test_bad_arguments_one_line_error(tmp_path, capsys, args, message):
+    assert main(["transmit", "--output", str(tmp_path), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_foreign_ids_one_line_error(tmp_path, capsys):
+    path = write_map(tmp_path / "map.png", np.full((32, 40), 200))
+    assert main(["transmit", "--map", str(path), "--output", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "ids [200] are not camvid classes" in err and len(err.splitlines()) == 1
+
+
+def test_unknown_channel_is_a_usage_error_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "gesco_diffusers", "transmit", "--channel", "bsc"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "invalid choice: 'bsc'" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
