@@ -23,7 +23,7 @@ def _load_class_names(dataset: str) -> Optional[list[str]]:
     return json.loads(text)
 
 
-def _default_palette(num_classes: int, seed: int = 0) -> list[tuple[int, int, int]]:
+def default_palette(num_classes: int, seed: int = 0) -> list[tuple[int, int, int]]:
     """A fixed, well-spread palette for datasets without an official one (golden-ratio hue walk)."""
     import colorsys
 
@@ -134,13 +134,13 @@ def _build_presets() -> dict[str, DatasetPreset]:
         # COCO-Stuff stuffthingmaps: ids 0..181, 255 (unlabelled) is remapped to 182 (reference doc 2.1).
         "coco-stuff": DatasetPreset(
             name="coco-stuff", num_classes=183, unlabelled_id=182, use_instance_edges=True,
-            class_names=coco_names, palette=tuple(_default_palette(182)) + ((0, 0, 0),), guidance_scale=2.5,
+            class_names=coco_names, palette=tuple(default_palette(182)) + ((0, 0, 0),), guidance_scale=2.5,
             resolution=(256, 256), ignore_ids=(182,),
         ),
         # ADE20K (ADEChallengeData2016): label-1, so "other" (0) becomes 150 after the uint8 wrap-around.
         "ade20k": DatasetPreset(
             name="ade20k", num_classes=151, unlabelled_id=150, use_instance_edges=False,
-            class_names=ade_names, palette=tuple(_default_palette(150)) + ((0, 0, 0),), guidance_scale=2.5,
+            class_names=ade_names, palette=tuple(default_palette(150)) + ((0, 0, 0),), guidance_scale=2.5,
             resolution=(256, 256), ignore_ids=(150,),
         ),
         "camvid": DatasetPreset(

@@ -6,3 +6,12 @@ from .schedulers import (
     official_ddpm_scheduler,
     respaced_timesteps,
 )
+from .losses import (
+    PAPER_VLB_WEIGHT,
+    GaussianDiffusion,
+    betas_from_scheduler_config,
+    discretized_gaussian_log_likelihood,
+    hybrid_loss,
+    mean_flat,
+    normal_kl,
+)

@@ -23,7 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from ..models import SemanticUNet2DModel
-from ..presets import DatasetPreset
+from ..presets import DatasetPreset, default_palette
 from ..receiver import FastDenoisingSemantic
 from ..sender.encoding import SemanticEncoder, instance_edges
 from .inputs import MapInput, check_float_map, check_label_map, check_spatial_size, is_label_map, to_batched_tensor
@@ -34,7 +34,10 @@ from .inputs import MapInput, check_float_map, check_label_map, check_spatial_si
 MAP_ENCODINGS = ("one_hot", "label_index_and_edges")
 
 #: Folders never uploaded or downloaded with a pipeline (Accelerate training state).
-TRAINING_STATE_PATTERNS = ["checkpoint-*", "checkpoint-*/*", "logs/*", "*.pt", "*.pth", "*.bin"]
+TRAINING_STATE_PATTERNS = [
+    "checkpoint-*", "checkpoint-*/*", ".checkpoint-*", ".checkpoint-*/*", "logs/*", "validation/*",
+    "train_log.jsonl", "*.pt", "*.pth", "*.bin",
+]
 
 
 @dataclass
@@ -114,7 +117,7 @@ class GescoPipeline(DiffusionPipeline):
         return DatasetPreset(
             name="custom", num_classes=channels, unlabelled_id=None, use_instance_edges=False,
             class_names=tuple(f"class_{i}" for i in range(channels)),
-            palette=tuple((int(37 * i % 256), int(91 * i % 256), int(173 * i % 256)) for i in range(channels)),
+            palette=tuple(default_palette(channels)),
             guidance_scale=1.0, resolution=tuple(self._sample_size()),
         )
 

@@ -1,0 +1,578 @@
+#!/usr/bin/env python
+"""Train GESCO's semantic diffusion model with Accelerate (paper Sec. III-B/C, IV-A).
+
+    accelerate launch training/train.py --config training/configs/camvid-small.yaml --output_dir runs/camvid
+
+Shaped like diffusers' ``examples/unconditional_image_generation/train_unconditional.py``. Single GPU, multi-GPU,
+multi-node, CPU and mixed precision all come from ``accelerate launch`` (or ``accelerate config``); nothing here is
+device-specific. Every flag can also come from a YAML/JSON ``--config`` file whose keys are the flag names; flags on
+the command line override it (presets in ``training/configs/``).
+
+Per optimizer step (see :class:`gesco_diffusers.training.SemanticDiffusionObjective`):
+
+1. label maps -> one-hot maps + transmitted-channel mask (the sender, Sec. III-A);
+2. noisy-map training (Sec. IV-A): clean with probability 0.3, otherwise AWGN at a PSNR drawn uniformly from
+   {30, 25, 20, 15, 10, 1} dB, through the same channel module as inference (``--noise_psnrs``,
+   ``--clean_probability``, ``--noise_channel``, ``--psnr_convention official_table``, ``--train_fds``);
+3. classifier-free guidance dropout: each map replaced by the all-zero null map with ``--cfg_drop_prob``;
+4. ``L = L_simple + lambda L_vlb`` (Eq. 9-11, ``--vlb_weight`` = lambda = 0.001), AdamW, EMA 0.9999.
+
+Outputs in ``--output_dir``: ``checkpoint-<step>/`` (Accelerate state, committed atomically, rotated with
+``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` (one line per
+optimizer step: loss, mse, vb, psnr, lr), ``validation/step-<step>.png`` (fixed validation maps rendered with the EMA
+weights), ``logs/`` (tensorboard, ``--report_to``) and, at the end, a ``GescoPipeline`` (``model_index.json``,
+``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with DPM-Solver++, and
+``semantic_config`` with the dataset preset) that ``GescoPipeline.from_pretrained(output_dir)`` loads.
+
+Runs are reproducible from ``--seed``: data order, augmentations and all noise are derived from the seed and the
+step/epoch/row counters, so a resumed run continues exactly as an uninterrupted one would (same losses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+try:
+    import gesco_diffusers  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, broadcast, gather_object, set_seed
+from diffusers.optimization import get_scheduler
+
+from gesco_diffusers.channel import CHANNEL_REGISTRY, AWGNChannel
+from gesco_diffusers.data import (
+    TRANSFORMS,
+    EpochShuffleSampler,
+    SemanticExampleTransform,
+    build_transform,
+    find_data_problems,
+    load_semantic_dataset,
+    raise_for_problems,
+    seeded_generator,
+)
+from gesco_diffusers.diffusion import PAPER_VLB_WEIGHT, GaussianDiffusion, default_scheduler
+from gesco_diffusers.models import SemanticUNet2DModel, semantic_unet_config
+from gesco_diffusers.pipelines import GescoPipeline
+from gesco_diffusers.presets import DATASET_PRESETS, DatasetPreset, default_palette, get_dataset_preset
+from gesco_diffusers.sender import SemanticEncoder
+from gesco_diffusers.training import (
+    EMA_SCHEDULES,
+    OFFICIAL_CLEAN_PROBABILITY,
+    OFFICIAL_TRAINING_PSNRS,
+    PAPER_CLEAN_PROBABILITY,
+    PAPER_TRAINING_PSNRS,
+    NoisyMapSchedule,
+    SemanticDiffusionObjective,
+    build_ema,
+    parse_args_with_config,
+    resolve_checkpoint,
+    save_checkpoint,
+    validation_grid,
+)
+
+logger = get_logger(__name__, log_level="INFO")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_LOG = "train_log.jsonl"
+# Default model configuration per dataset (``semantic_unet_config`` names); CamVid gets the CPU-sized network.
+DEFAULT_MODEL_CONFIG = {"cityscapes": "cityscapes", "coco-stuff": "coco-stuff", "ade20k": "ade20k",
+                        "camvid": "camvid-small"}
+# Seed domain of the per-step training noise (data order and augmentations use other key shapes).
+NOISE_STREAM = 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None, help=f"dataset preset / file layout: {sorted(DATASET_PRESETS)}")
+    g.add_argument("--data_dir", default=None, help="root folder of --dataset's files")
+    g.add_argument("--dataset_name", default=None, help="Hub id or local datasets folder (instead of --data_dir)")
+    g.add_argument("--dataset_config_name", default=None)
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--label_column", default="label")
+    g.add_argument("--instance_column", default=None)
+    g.add_argument("--label_remap", default=None,
+                   help="raw-id remapping of a --dataset_name table: none, ade20k or coco-stuff")
+    g.add_argument("--num_classes", type=int, default=None,
+                   help="class count of a custom dataset without a preset (with --dataset_name)")
+    g.add_argument("--train_split", default="train")
+    g.add_argument("--validation_split", default="val")
+    g.add_argument("--cache_dir", default=None)
+    g.add_argument("--max_train_samples", type=int, default=None, help="use only the first N training rows")
+    g.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="training resolution (default: the preset's, e.g. 256 512 for Cityscapes, 64 80 for CamVid)")
+    g.add_argument("--train_transform", default="auto", choices=("auto",) + TRANSFORMS,
+                   help="auto: keep_aspect (Cityscapes), random_resized_crop (ADE20K/COCO), resize (others)")
+    g.add_argument("--random_flip", action=bool_flag, default=True, help="random horizontal flip, p=0.5")
+    g.add_argument("--dataloader_num_workers", type=int, default=0)
+    g.add_argument("--validate_data", action=bool_flag, default=True,
+                   help="check every label map (ids, sizes, pairs) before training")
+
+    g = p.add_argument_group("model and diffusion")
+    g.add_argument("--model_config", default=None,
+                   help="semantic_unet_config name (tiny, camvid-small, cityscapes, ...) or a JSON file of the config")
+    g.add_argument("--pretrained_model_name_or_path", default=None,
+                   help="fine-tune this pipeline folder (its unet/) or SemanticUNet2DModel folder")
+    g.add_argument("--num_train_timesteps", type=int, default=1000)
+    g.add_argument("--beta_schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2"))
+    g.add_argument("--vlb_weight", type=float, default=PAPER_VLB_WEIGHT,
+                   help="lambda of Eq. 11 on the full VLB (0.001: guided-diffusion's mse + vb at T=1000)")
+
+    g = p.add_argument_group("noisy maps and guidance")
+    g.add_argument("--noise_psnrs", type=float, nargs="+", default=None,
+                   help=f"PSNRs (dB) of noisy batches (paper: {list(PAPER_TRAINING_PSNRS)}; official_table: "
+                        f"{list(OFFICIAL_TRAINING_PSNRS)})")
+    g.add_argument("--noise_probabilities", type=float, nargs="+", default=None,
+                   help="relative weights of --noise_psnrs (default equal)")
+    g.add_argument("--clean_probability", type=float, default=None,
+                   help=f"probability of a clean batch (paper {PAPER_CLEAN_PROBABILITY}; official 3/9)")
+    g.add_argument("--noise_channel", default="awgn", choices=sorted(CHANNEL_REGISTRY))
+    g.add_argument("--psnr_convention", default="paper", choices=("paper", "official_table"),
+                   help="official_table: the authors' sigma table and training distribution")
+    g.add_argument("--train_fds", action=bool_flag, default=False, help="apply FDS to noisy training maps (paper: off)")
+    g.add_argument("--cfg_drop_prob", type=float, default=0.1,
+                   help="probability of replacing a map by the null map (classifier-free guidance training)")
+    g.add_argument("--guidance_scale", type=float, default=None,
+                   help="guidance scale stored with the pipeline (default: the preset's)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train_batch_size", type=int, default=4, help="per device")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--learning_rate", type=float, default=1e-4)
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--adam_weight_decay", type=float, default=0.0)
+    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    g.add_argument("--max_grad_norm", type=float, default=None, help="gradient clipping (off, as in the paper)")
+    g.add_argument("--lr_scheduler", default="constant",
+                   choices=("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+                            "polynomial"))
+    g.add_argument("--lr_warmup_steps", type=int, default=0)
+    g.add_argument("--num_epochs", type=int, default=None)
+    g.add_argument("--max_train_steps", type=int, default=None, help="optimizer steps (overrides --num_epochs)")
+    g.add_argument("--max_train_minutes", type=float, default=None,
+                   help="wall-clock budget of this run; then stop cleanly, saving the state and the pipeline")
+    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"),
+                   help="default: accelerate's config/launch setting")
+    g.add_argument("--gradient_checkpointing", action=bool_flag, default=False)
+    g.add_argument("--allow_tf32", action=bool_flag, default=False)
+    g.add_argument("--seed", type=int, default=0)
+
+    g = p.add_argument_group("EMA")
+    g.add_argument("--use_ema", action=bool_flag, default=True)
+    g.add_argument("--ema_decay", type=float, default=0.9999)
+    g.add_argument("--ema_schedule", default="constant", choices=EMA_SCHEDULES,
+                   help="constant: ema <- d ema + (1-d) w from step 1 (paper, official code)")
+    g.add_argument("--ema_inv_gamma", type=float, default=1.0, help="--ema_schedule warmup only")
+    g.add_argument("--ema_power", type=float, default=3 / 4, help="--ema_schedule warmup only")
+
+    g = p.add_argument_group("logging, validation, checkpoints")
+    g.add_argument("--output_dir", default="gesco-model")
+    g.add_argument("--logging_dir", default="logs", help="inside --output_dir")
+    g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
+    g.add_argument("--tracker_project_name", default="gesco")
+    g.add_argument("--validation_steps", type=int, default=1000, help="render validation maps every N steps")
+    g.add_argument("--num_validation_maps", type=int, default=4)
+    g.add_argument("--validation_inference_steps", type=int, default=25)
+    g.add_argument("--validation_psnr", type=float, default=None, help="send validation maps over AWGN at this PSNR")
+    g.add_argument("--checkpointing_steps", type=int, default=500)
+    g.add_argument("--checkpoints_total_limit", type=int, default=None)
+    g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder")
+    return p
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    args = parse_args_with_config(build_parser(), argv)
+    if args.dataset is None and args.dataset_name is None:
+        raise ValueError("give --dataset (with --data_dir) or --dataset_name")
+    if args.dataset_name is None and args.data_dir is None:
+        raise ValueError(f"--dataset {args.dataset} needs --data_dir (the dataset's root folder)")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.max_train_steps is None and args.num_epochs is None and args.max_train_minutes is None:
+        raise ValueError("give a length: --max_train_steps, --num_epochs or --max_train_minutes")
+    if args.lr_scheduler not in ("constant", "constant_with_warmup") and args.max_train_steps is None \
+            and args.num_epochs is None:
+        raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs --max_train_steps or --num_epochs")
+    if args.report_to == "none":
+        args.report_to = None
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Setup helpers
+
+
+def resolve_preset(args: argparse.Namespace) -> DatasetPreset:
+    """The dataset preset: a named one, or (``--num_classes``) a plain custom one for a Hub/local table."""
+    if args.num_classes is not None:
+        if args.dataset is not None and args.dataset in DATASET_PRESETS:
+            raise ValueError("--num_classes is for datasets without a preset; drop it or --dataset")
+        resolution = tuple(args.resolution) if args.resolution else None
+        if resolution is None:
+            raise ValueError("a custom dataset (--num_classes) needs --resolution H W")
+        return DatasetPreset(
+            name=args.dataset or "custom", num_classes=args.num_classes, unlabelled_id=None,
+            use_instance_edges=args.instance_column is not None,
+            class_names=tuple(f"class_{i}" for i in range(args.num_classes)),
+            palette=tuple(default_palette(args.num_classes)), guidance_scale=args.guidance_scale or 1.0,
+            resolution=resolution,
+        )
+    if args.dataset is None:
+        raise ValueError("--dataset_name needs --dataset (a preset name) or --num_classes")
+    return get_dataset_preset(args.dataset)
+
+
+def load_split(args, preset: DatasetPreset, split: str, limit: Optional[int] = None):
+    return load_semantic_dataset(
+        preset.name, args.data_dir, split, dataset_name=args.dataset_name, image_column=args.image_column,
+        label_column=args.label_column, instance_column=args.instance_column, label_remap=args.label_remap,
+        config_name=args.dataset_config_name, cache_dir=args.cache_dir, limit=limit,
+    )
+
+
+def check_data(accelerator: Accelerator, rows, layout, preset: DatasetPreset, extra=()) -> None:
+    """Every process checks its share of the rows; all processes raise the same error if anything is wrong."""
+    shard = range(accelerator.process_index, len(rows), accelerator.num_processes)
+    problems = find_data_problems(rows, preset.num_classes, layout.remap_labels, preset.use_instance_edges,
+                                  indices=shard)
+    for more_rows, more_layout in extra:  # the validation maps, checked by the main process
+        if accelerator.is_main_process:
+            problems += find_data_problems(more_rows, preset.num_classes, more_layout.remap_labels,
+                                           preset.use_instance_edges)
+    if accelerator.num_processes > 1:
+        problems = gather_object(problems)
+    raise_for_problems(sorted(problems, key=lambda p: (p.kind, p.file)))
+
+
+def load_unet(args, preset: DatasetPreset, resolution: tuple[int, int]) -> SemanticUNet2DModel:
+    if args.pretrained_model_name_or_path:
+        path = Path(args.pretrained_model_name_or_path)
+        subfolder = "unet" if (path / "unet").is_dir() else None
+        unet = SemanticUNet2DModel.from_pretrained(str(path), subfolder=subfolder)
+    else:
+        name = args.model_config or DEFAULT_MODEL_CONFIG.get(preset.name)
+        if name is None:
+            raise ValueError(f"--model_config is needed for dataset {preset.name!r}")
+        config = json.loads(Path(name).read_text()) if name.endswith(".json") else semantic_unet_config(name)
+        config.update(segmap_channels=preset.map_channels, sample_size=list(resolution))
+        torch.manual_seed(args.seed)  # the initial weights depend on the seed only
+        unet = SemanticUNet2DModel(**config)
+    if unet.config.segmap_channels != preset.map_channels:
+        raise ValueError(
+            f"the U-Net takes {unet.config.segmap_channels} map channels but preset {preset.name!r} has "
+            f"{preset.map_channels}"
+        )
+    factor = unet.downsampling_factor
+    if resolution[0] % factor or resolution[1] % factor:
+        raise ValueError(f"--resolution {resolution[0]} {resolution[1]} is not divisible by the U-Net's "
+                         f"downsampling factor {factor}")
+    return unet
+
+
+def build_noise_schedule(args) -> NoisyMapSchedule:
+    official = args.psnr_convention == "official_table"
+    psnrs = args.noise_psnrs or (OFFICIAL_TRAINING_PSNRS if official else PAPER_TRAINING_PSNRS)
+    clean = args.clean_probability
+    if clean is None:
+        clean = OFFICIAL_CLEAN_PROBABILITY if official else PAPER_CLEAN_PROBABILITY
+    return NoisyMapSchedule(psnrs, clean, args.noise_probabilities, args.noise_channel, args.psnr_convention,
+                            fds=args.train_fds)
+
+
+class ValidationMaps:
+    """A few fixed validation maps, rendered with the EMA weights every ``--validation_steps`` steps."""
+
+    def __init__(self, args, preset: DatasetPreset, resolution, layout_rows) -> None:
+        rows, layout = layout_rows
+        rows = rows.select(range(min(args.num_validation_maps, len(rows))))
+        rows.set_transform(SemanticExampleTransform(build_transform(layout.eval_transform, resolution), resolution,
+                                                    layout.remap_labels, args.seed))
+        examples = [rows[i] for i in range(len(rows))]
+        self.labels = torch.stack([e["label"] for e in examples])
+        self.instances = torch.stack([e["instance"] for e in examples]) if "instance" in examples[0] else None
+        self.images = torch.stack([e["pixel_values"] for e in examples])
+        self.args, self.preset = args, preset
+
+    @torch.no_grad()
+    def render(self, accelerator: Accelerator, unet: SemanticUNet2DModel, step: int) -> Path:
+        args = self.args
+        pipeline = GescoPipeline(unet=unet, scheduler=default_scheduler(**scheduler_overrides(args)),
+                                 semantic_config=semantic_config(args, self.preset, None))
+        pipeline.set_progress_bar_config(disable=True)
+        channel = AWGNChannel(args.validation_psnr) if args.validation_psnr is not None else None
+        was_training = unet.training
+        unet.eval()
+        with accelerator.autocast():
+            images = pipeline(self.labels, instance_map=self.instances, channel=channel, fds=channel is not None,
+                              num_inference_steps=args.validation_inference_steps,
+                              generator=torch.Generator().manual_seed(args.seed), output_type="np").images
+        unet.train(was_training)
+        grid = validation_grid(self.labels, images, self.preset.palette, self.images)
+        path = Path(args.output_dir) / "validation" / f"step-{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(path)
+        for tracker in accelerator.trackers:
+            if tracker.name == "tensorboard":
+                import numpy as np
+
+                tracker.writer.add_images("validation", np.asarray(grid)[None], step, dataformats="NHWC")
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.log({"validation": wandb.Image(grid)}, step=step)
+        return path
+
+
+def scheduler_overrides(args) -> dict[str, Any]:
+    return {"num_train_timesteps": args.num_train_timesteps, "beta_schedule": args.beta_schedule}
+
+
+def semantic_config(args, preset: DatasetPreset, noise_schedule: Optional[NoisyMapSchedule]) -> dict[str, Any]:
+    config = {"dataset": preset.to_dict(),
+              "guidance_scale": args.guidance_scale if args.guidance_scale is not None else preset.guidance_scale,
+              "psnr_convention": args.psnr_convention}
+    if noise_schedule is not None:
+        config["training"] = {"noisy_maps": noise_schedule.describe(), "cfg_drop_prob": args.cfg_drop_prob,
+                              "vlb_weight": args.vlb_weight, "ema_decay": args.ema_decay if args.use_ema else None}
+    return config
+
+
+def tracker_config(args) -> dict[str, Any]:
+    """Hyper-parameters for the trackers (tensorboard's hparams accept scalars and strings only)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines past the resumed step (written by the interrupted run after its last checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def main(args: argparse.Namespace) -> Path:
+    start_time = time.monotonic()
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                            logging_dir=str(output_dir / args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- data (checked before anything heavy is built)
+    preset = resolve_preset(args)
+    resolution = tuple(args.resolution) if args.resolution else tuple(preset.resolution)
+    preset = dataclasses.replace(preset, resolution=resolution)  # stored with the pipeline: what it generates at
+    train_rows, layout = load_split(args, preset, args.train_split, args.max_train_samples)
+    try:
+        val_source = load_split(args, preset, args.validation_split, args.num_validation_maps)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        logger.warning(f"no validation split {args.validation_split!r} ({err}); using training rows for validation")
+        val_source = (train_rows.select(range(min(args.num_validation_maps, len(train_rows)))), layout)
+    if args.validate_data:
+        check_data(accelerator, train_rows, layout, preset, extra=[val_source])
+        logger.info(f"checked {len(train_rows)} training label maps: ok")
+    kind = layout.train_transform if args.train_transform == "auto" else args.train_transform
+    train_transform = SemanticExampleTransform(build_transform(kind, resolution, args.random_flip), resolution,
+                                               layout.remap_labels, args.seed)
+    train_rows.set_transform(train_transform)
+    sampler = EpochShuffleSampler(len(train_rows), seed=args.seed)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_rows, batch_size=args.train_batch_size, sampler=sampler, num_workers=args.dataloader_num_workers,
+        drop_last=True, generator=torch.Generator().manual_seed(args.seed), persistent_workers=False,
+    )
+    if len(train_dataloader) == 0:
+        raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
+
+    # ---- model, objective, optimizer
+    unet = load_unet(args, preset, resolution)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    scheduler = default_scheduler(**scheduler_overrides(args))
+    noise_schedule = build_noise_schedule(args)
+    objective = SemanticDiffusionObjective(
+        diffusion=GaussianDiffusion.from_scheduler(scheduler), encoder=SemanticEncoder.from_preset(preset),
+        noise_schedule=noise_schedule, cfg_drop_probability=args.cfg_drop_prob, vlb_weight=args.vlb_weight,
+    )
+    ema = None
+    if args.use_ema:
+        ema = build_ema(unet.parameters(), args.ema_decay, args.ema_schedule, args.ema_inv_gamma, args.ema_power,
+                        model_cls=SemanticUNet2DModel, model_config=unet.config)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+
+    steps_per_epoch = math.ceil(len(train_dataloader) / max(1, accelerator.num_processes)
+                                / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps
+    if max_train_steps is None and args.num_epochs is not None:
+        max_train_steps = args.num_epochs * steps_per_epoch
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=(max_train_steps or 0) * accelerator.num_processes,
+    )
+    unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader,
+                                                                          lr_scheduler)
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)  # now per process
+    if args.max_train_steps is None and args.num_epochs is not None:
+        max_train_steps = args.num_epochs * steps_per_epoch
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    validation = ValidationMaps(args, preset, resolution, val_source) if accelerator.is_main_process else None
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
+
+    # ---- resume
+    global_step = 0
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    if checkpoint is not None:
+        logger.info(f"resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.to(accelerator.device)  # Accelerate loads registered objects on the CPU
+        global_step = int(checkpoint.name.split("-")[-1])
+        if accelerator.is_main_process:
+            truncate_log(output_dir / TRAIN_LOG, global_step)
+    elif args.resume_from_checkpoint is not None:
+        logger.info("no checkpoint to resume from: starting a new run")
+    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
+    resume_batches *= args.gradient_accumulation_steps
+
+    total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(f"***** training: {len(train_rows)} rows, {steps_per_epoch} steps/epoch, batch {total_batch} "
+                f"(per device {args.train_batch_size}, {accelerator.num_processes} processes, accumulation "
+                f"{args.gradient_accumulation_steps}), max steps {max_train_steps}, budget {args.max_train_minutes} "
+                f"min, resolution {resolution[0]}x{resolution[1]}, noisy maps {noise_schedule.describe()}")
+
+    # ---- loop
+    log_path = output_dir / TRAIN_LOG
+    unwrapped = accelerator.unwrap_model(unet)
+    last_saved = global_step if checkpoint is not None else None
+    running: list[torch.Tensor] = []
+    psnrs: list[Optional[float]] = []
+    done = max_train_steps is not None and global_step >= max_train_steps
+    epoch = first_epoch
+    while not done:
+        unet.train()
+        train_dataloader.set_epoch(epoch)
+        train_transform.epoch = epoch  # augmentations of this epoch (workers are re-created per epoch)
+        skip = resume_batches if epoch == first_epoch else 0
+        loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        for batch_index, batch in enumerate(loader, start=skip):
+            micro = batch_index % args.gradient_accumulation_steps
+            generator = seeded_generator(args.seed, NOISE_STREAM, accelerator.process_index, global_step, micro)
+            with accelerator.accumulate(unet):
+                out = objective(unet, batch["pixel_values"], batch["label"], batch.get("instance"), generator)
+                accelerator.backward(out["loss"])
+                if accelerator.sync_gradients and args.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running.append(torch.stack([out["loss"].detach(), out["mse"].detach().mean(), out["vb"].detach().mean()]))
+            psnrs.append(out["psnr"])
+            if not accelerator.sync_gradients:
+                continue
+
+            # ---- one optimizer step done
+            if ema is not None:
+                ema.step(unet.parameters())
+            global_step += 1
+            loss, mse, vb = accelerator.reduce(torch.stack(running).mean(0), reduction="mean").tolist()
+            record = {"step": global_step, "epoch": epoch, "loss": loss, "mse": mse, "vb": vb, "psnr": psnrs,
+                      "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.monotonic() - start_time, 3)}
+            running, psnrs = [], []
+            if accelerator.is_main_process:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            accelerator.log({k: record[k] for k in ("loss", "mse", "vb", "lr")}, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0:
+                path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                last_saved = global_step
+                logger.info(f"saved state to {path}")
+            if global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                with ema_weights(ema, unet):
+                    logger.info(f"validation images: {validation.render(accelerator, unwrapped, global_step)}")
+
+            done = max_train_steps is not None and global_step >= max_train_steps
+            if args.max_train_minutes is not None and not done:
+                over = torch.tensor([int(time.monotonic() - start_time >= 60 * args.max_train_minutes)],
+                                    device=accelerator.device)
+                done = bool(broadcast(over).item())  # the main process's clock decides for everyone
+                if done:
+                    logger.info(f"time budget of {args.max_train_minutes} min reached at step {global_step}")
+            if done:
+                break
+        epoch += 1
+
+    # ---- final state and pipeline
+    if last_saved != global_step:
+        path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+        logger.info(f"saved state to {path}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with ema_weights(ema, unet):
+            pipeline = GescoPipeline(unet=unwrapped, scheduler=scheduler,
+                                     semantic_config=semantic_config(args, preset, noise_schedule))
+            pipeline.save_pretrained(str(output_dir))
+            if global_step % args.validation_steps != 0:
+                validation.render(accelerator, unwrapped, global_step)
+        logger.info(f"saved the pipeline (EMA weights) to {output_dir} after {global_step} steps, "
+                    f"{time.monotonic() - start_time:.1f} s")
+    accelerator.end_training()
+    return output_dir
+
+
+@contextlib.contextmanager
+def ema_weights(ema, model: torch.nn.Module):
+    """Inside the block the model holds the EMA weights; its training weights are restored afterwards."""
+    params = list(model.parameters())
+    if ema is None:
+        yield
+        return
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
+
+
+if __name__ == "__main__":
+    main(parse_args())
