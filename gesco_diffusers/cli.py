@@ -55,7 +55,17 @@ def _map_level(sub) -> Callable:
     return run
 
 
-SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, "map-level": _map_level}
+def _evaluate(sub) -> Callable:
+    # (the package exports the function `evaluate`, which hides the module of the same name: import from the module)
+    from .evaluation.evaluator import build_parser, run
+
+    parser = sub.add_parser("evaluate", help="generate and score images over channel conditions (Tables I-VIII)")
+    build_parser(parser)
+    return run
+
+
+SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, "map-level": _map_level,
+               "evaluate": _evaluate}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
