@@ -57,7 +57,9 @@ def load_pipeline(model: Optional[str], device: str) -> tuple[GescoPipeline, str
         raise ValueError(f"--model {model!r} is not a pipeline folder")
     if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "model_index.json")):
         raise FileNotFoundError(f"--model {model!r} has no model_index.json: not a GescoPipeline folder")
-    pipe = GescoPipeline.from_pretrained(model)
+    # Shipped weights are fp16 (small); run in fp32 on a CPU, where half-precision kernels are slow or missing.
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    pipe = GescoPipeline.from_pretrained(model, torch_dtype=dtype)
     return pipe.to(device), model
 
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Export a trained pipeline folder for shipping: fp16 U-Net weights (safetensors), scheduler, config and model card,
+without the training state.
+
+    python training/export_pipeline.py runs/demo-camvid gesco_diffusers/assets/demo/camvid \
+        --training-args runs/demo-camvid/export_args.json --kpis outputs/evaluate/kpis.json
+
+The destination is written to a temporary folder beside it and renamed into place, so an existing export is either
+replaced whole or left untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gesco_diffusers.hub import write_model_card  # noqa: E402
+from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
+
+
+def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
+                    training_args: Optional[dict] = None, kpis: Optional[dict] = None) -> Path:
+    if not (source / "model_index.json").is_file():
+        raise FileNotFoundError(f"{source} is not a pipeline folder (no model_index.json)")
+    pipe = GescoPipeline.from_pretrained(source)
+    pipe.unet.to(dtype)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        write_model_card(staging, training_args=training_args, kpis=kpis)
+        backup = None
+        if destination.exists():
+            backup = destination.with_name(f".{destination.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(destination, backup)
+        os.replace(staging, destination)
+        if backup is not None:
+            shutil.rmtree(backup)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
+    parser.add_argument("--training-args", type=Path, help="JSON dict shown in the card's training table")
+    parser.add_argument("--kpis", type=Path, help="JSON {condition: {kpi: value}} shown in the card")
+    args = parser.parse_args(argv)
+    read = lambda path: json.loads(path.read_text()) if path else None  # noqa: E731
+    out = export_pipeline(args.source, args.destination, torch.float16 if args.dtype == "fp16" else torch.float32,
+                          read(args.training_args), read(args.kpis))
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"exported {args.source} -> {out} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
