@@ -8,7 +8,7 @@ with :class:`SPADEGroupNorm`, so the semantic map steers every decoder layer (Eq
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -109,6 +109,21 @@ def self_attention(channels: int, head_dim: int, groups: int, eps: float) -> Att
     return attention
 
 
+def attention_layers(add_attention: bool, count: int, channels: int, head_dim: int, groups: int, eps: float):
+    """``count`` self-attention layers (one after each residual block of a level), or none."""
+    return nn.ModuleList(
+        [self_attention(channels, head_dim, groups, eps) for _ in range(count)] if add_attention else []
+    )
+
+
+def resampler(add: bool, resnet_updown: bool, residual: Callable[[], nn.Module], conv: Callable[[], nn.Module]):
+    """The level's down/upsampler: a residual block that resamples inside (official ``resblock_updown``) or a plain
+    (strided / nearest + 3x3) convolution; none at the last level."""
+    if not add:
+        return nn.ModuleList()
+    return nn.ModuleList([residual() if resnet_updown else conv()])
+
+
 class _CheckpointedBlock(nn.Module):
     """Runs a sub-module under gradient checkpointing when the owning model enabled it (diffusers convention)."""
 
@@ -151,18 +166,12 @@ class SemanticDownBlock2D(_CheckpointedBlock):
             [ResnetBlock2D(in_channels=in_channels if i == 0 else out_channels, out_channels=out_channels, **resnet)
              for i in range(num_layers)]
         )
-        self.attentions = nn.ModuleList(
-            [self_attention(out_channels, attention_head_dim, groups, eps) for _ in range(num_layers)]
-            if add_attention else []
+        self.attentions = attention_layers(add_attention, num_layers, out_channels, attention_head_dim, groups, eps)
+        self.downsamplers = resampler(
+            add_downsample, resnet_updown,
+            lambda: ResnetBlock2D(in_channels=out_channels, out_channels=out_channels, down=True, **resnet),
+            lambda: Downsample2D(out_channels, use_conv=True, padding=1, name="op"),
         )
-        self.downsamplers = nn.ModuleList()
-        if add_downsample:
-            if resnet_updown:
-                self.downsamplers.append(
-                    ResnetBlock2D(in_channels=out_channels, out_channels=out_channels, down=True, **resnet)
-                )
-            else:
-                self.downsamplers.append(Downsample2D(out_channels, use_conv=True, padding=1, name="op"))
         for block in list(self.resnets) + list(self.downsamplers):
             if isinstance(block, ResnetBlock2D):
                 zero_module(block.conv2)
@@ -194,9 +203,7 @@ class SemanticMidBlock2D(_CheckpointedBlock):
                       segmap_channels=segmap_channels, spade_hidden_channels=spade_hidden_channels, groups=groups,
                       eps=eps, dropout=dropout, time_embedding_norm=time_embedding_norm)
         self.resnets = nn.ModuleList([SPADEResnetBlock2D(**resnet), SPADEResnetBlock2D(**resnet)])
-        self.attentions = nn.ModuleList(
-            [self_attention(channels, attention_head_dim, groups, eps)] if add_attention else []
-        )
+        self.attentions = attention_layers(add_attention, 1, channels, attention_head_dim, groups, eps)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         hidden_states = self._run(self.resnets[0], hidden_states, temb, segmap)
@@ -239,18 +246,13 @@ class SemanticUpBlock2D(_CheckpointedBlock):
             resnets.append(SPADEResnetBlock2D(in_channels=channels + skip, out_channels=out_channels, **resnet))
             channels = out_channels
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(
-            [self_attention(out_channels, attention_head_dim, groups, eps) for _ in skip_channels]
-            if add_attention else []
+        self.attentions = attention_layers(add_attention, len(skip_channels), out_channels, attention_head_dim,
+                                           groups, eps)
+        self.upsamplers = resampler(
+            add_upsample, resnet_updown,
+            lambda: SPADEResnetBlock2D(in_channels=out_channels, out_channels=out_channels, up=True, **resnet),
+            lambda: Upsample2D(out_channels, use_conv=True),
         )
-        self.upsamplers = nn.ModuleList()
-        if add_upsample:
-            if resnet_updown:
-                self.upsamplers.append(
-                    SPADEResnetBlock2D(in_channels=out_channels, out_channels=out_channels, up=True, **resnet)
-                )
-            else:
-                self.upsamplers.append(Upsample2D(out_channels, use_conv=True))
 
     def forward(
         self,
