@@ -1,4 +1,4 @@
-"""Map-level experiment: the confusion-matrix mIoU and a --quick smoke run of the CLI."""
+"""Map-level experiment: the confusion-matrix mIoU and a --quick smoke run of the CLI (three FDS arms)."""
 
 import csv
 import json
@@ -31,11 +31,17 @@ def test_quick_cli_run_writes_tables_json_csv_and_plot(tmp_path, capsys):
     assert rows["awgn", 100.0]["miou_no_fds"] == 1.0  # sigma = 1e-5 never flips an argmax
     assert rows["awgn", 1.0]["miou_no_fds"] < 0.5
     assert rows["awgn", 10.0]["miou_fds"] > rows["awgn", 10.0]["miou_no_fds"]
+    # The adaptive arm: exact on a clean channel (the paper's FDS is not), better than the paper's when noisy.
+    assert rows["awgn", 100.0]["miou_adaptive_fds"] == 1.0 > rows["awgn", 100.0]["miou_fds"]
+    assert rows["awgn", 10.0]["miou_adaptive_fds"] > rows["awgn", 10.0]["miou_fds"]
+    assert rows["rayleigh", 10.0]["miou_adaptive_fds"] > rows["rayleigh", 10.0]["miou_fds"]
     assert abs(rows["awgn", 10.0]["received_psnr_db"] - 10.0) < 0.1  # measured on the transmitted elements
     with open(out_dir / "results.csv") as handle:
-        assert len(list(csv.DictReader(handle))) == len(rows)
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(rows)
+    assert {"miou_no_fds", "miou_fds", "miou_adaptive_fds"} <= set(table[0])
     printed = capsys.readouterr().out
-    assert "| awgn | yes |" in printed and "Eb/N0" in printed
+    assert all(f"| awgn | {arm} |" in printed for arm in ("none", "paper", "adaptive")) and "Eb/N0" in printed
     assert results[0]["markdown"] in printed
 
 
@@ -56,3 +62,5 @@ def test_coco_run_with_edges_is_seeded_and_calls_the_codec_hook():
     assert first["map_sizes"] == [(256, 256)]
     assert first["rows"][0]["miou_fds"] == second["rows"][0]["miou_fds"]  # same seed, same result
     assert 0.0 < first["rows"][0]["miou_no_fds"] < first["rows"][0]["miou_fds"] <= 1.0
+    # With an instance-edge channel the adaptive arm still decides among the 183 class channels only.
+    assert first["rows"][0]["miou_fds"] < first["rows"][0]["miou_adaptive_fds"] <= 1.0

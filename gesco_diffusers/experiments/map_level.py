@@ -3,8 +3,9 @@
 No trained model is needed. For every label map of a dataset: one-hot encode it (Sec. III-A), send the transmitted
 channels through a channel model (AWGN, Poisson, Poisson + Gaussian, Rayleigh fading at a PSNR, Eq. 15; or the
 digital OFDM link at an Eb/N0, Sec. IV-C), take the argmax over the class channels of the received map, without
-and with FDS (Eq. 1), and score it against the clean labels with the mIoU of Eq. 16 (unlabelled id ignored).
-Both arms see the *same* channel realisation, so the FDS gain is a paired comparison.
+FDS, with the paper's FDS (Eq. 1) and with the adaptive FDS (:mod:`gesco_diffusers.receiver.adaptive_fds`), and
+score it against the clean labels with the mIoU of Eq. 16 (unlabelled id ignored). All arms see the *same* channel
+realisation, so the FDS gains are paired comparisons.
 
     python -m gesco_diffusers.experiments.map_level --dataset camvid --out outputs/map_level
 
@@ -31,13 +32,14 @@ from ..channel import SemanticChannel, build_channel
 from ..data import get_layout, load_label_array
 from ..evaluation.metrics.miou import ConfusionMatrix
 from ..presets import DatasetPreset, get_dataset_preset
-from ..receiver import FastDenoisingSemantic
+from ..receiver import build_fds
 from ..sender import SemanticEncoder
 
 __all__ = [
     "ChannelSetting",
     "DEFAULT_EBN0S",
     "DEFAULT_PSNRS",
+    "FDS_ARMS",
     "default_settings",
     "load_label_maps",
     "main",
@@ -49,6 +51,13 @@ DEFAULT_EBN0S: tuple[float, ...] = (0, 5, 10, 20)
 QUICK_PSNRS: tuple[float, ...] = (100, 10, 1)
 QUICK_EBN0S: tuple[float, ...] = (0, 10)
 QUICK_MAPS = 4
+
+#: The receiver arms: result-column suffix -> (table label, :func:`~gesco_diffusers.receiver.build_fds` name).
+FDS_ARMS: dict[str, tuple[str, str]] = {
+    "no_fds": ("none", "none"),
+    "fds": ("paper", "paper"),
+    "adaptive_fds": ("adaptive", "adaptive"),
+}
 
 # Analog channels (PSNR) and digital links (Eb/N0): label -> (factory name, fixed keyword arguments).
 ANALOG_CHANNELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -188,11 +197,12 @@ def _encode_batches(maps: list, encoder: SemanticEncoder, batch_size: int) -> li
 def _evaluate_setting(
     setting: ChannelSetting, batches: list, preset: DatasetPreset, seed: int
 ) -> dict[str, Any]:
-    """mIoU without / with FDS and the received MSE on transmitted elements, for one setting over all batches."""
-    channel, fds = setting.build(), FastDenoisingSemantic()
+    """mIoU of every FDS arm and the received MSE on transmitted elements, for one setting over all batches."""
+    channel = setting.build()
     generator = torch.Generator().manual_seed(seed)  # fresh per setting: results do not depend on the run order
     n = preset.num_classes
-    matrices = {arm: ConfusionMatrix(n, preset.ignore_ids) for arm in ("off", "on")}
+    arms = {arm: build_fds(method, num_classes=n) for arm, (_, method) in FDS_ARMS.items()}
+    matrices = {arm: ConfusionMatrix(n, preset.ignore_ids) for arm in arms}
     squared_error, elements = 0.0, 0
     for labels, one_hot, transmitted in batches:
         x = one_hot.float()
@@ -201,7 +211,8 @@ def _evaluate_setting(
         # over the whole map is the error over the transmitted elements.
         squared_error += float((received - x).square_().sum(dtype=torch.float64))
         elements += int(transmitted.sum()) * labels[0].numel()
-        for arm, y in (("off", received), ("on", fds(received, transmitted))):
+        for arm, fds in arms.items():
+            y = received if fds is None else fds(received, transmitted)
             # argmax over the class channels only: the edge channel is not a class.
             matrices[arm].update(y[:, :n].argmax(1), labels)
     mse = squared_error / max(elements, 1)
@@ -209,8 +220,7 @@ def _evaluate_setting(
         "channel": setting.label,
         "snr_name": setting.snr_name,
         "snr_db": setting.snr_db,
-        "miou_no_fds": matrices["off"].compute().miou,
-        "miou_fds": matrices["on"].compute().miou,
+        **{f"miou_{arm}": matrix.compute().miou for arm, matrix in matrices.items()},
         "received_mse": mse,
         "received_psnr_db": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
         "params": channel.describe(),
@@ -222,7 +232,7 @@ def _fmt(value: float) -> str:
 
 
 def markdown_tables(rows: list[dict[str, Any]], dataset: str) -> str:
-    """One table per SNR kind: a row per channel and FDS arm, a column per SNR (mIoU)."""
+    """One table per SNR kind: a row per channel and FDS arm (none / paper / adaptive), a column per SNR (mIoU)."""
     parts = []
     for snr_name, title in (("psnr_db", "PSNR (dB)"), ("ebn0_db", "Eb/N0 (dB)")):
         subset = [r for r in rows if r["snr_name"] == snr_name]
@@ -238,9 +248,10 @@ def markdown_tables(rows: list[dict[str, Any]], dataset: str) -> str:
             "|---|---|" + "---|" * len(snrs),
         ]
         for label in labels:
-            for arm, key in (("no", "miou_no_fds"), ("yes", "miou_fds")):
+            for arm, (arm_label, _) in FDS_ARMS.items():
+                key = f"miou_{arm}"
                 cells = [f"{lookup[label, s][key]:.4f}" if (label, s) in lookup else "" for s in snrs]
-                lines.append(f"| {label} | {arm} | " + " | ".join(cells) + " |")
+                lines.append(f"| {label} | {arm_label} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -263,8 +274,9 @@ def _plot(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
             points = sorted((r for r in subset if r["channel"] == label), key=lambda r: r["snr_db"])
             where = [grid.index(r["snr_db"]) for r in points]
             colour = f"C{index}"
-            axis.plot(where, [r["miou_no_fds"] for r in points], "--o", color=colour, label=f"{label}, no FDS")
-            axis.plot(where, [r["miou_fds"] for r in points], "-s", color=colour, label=f"{label}, FDS")
+            for (arm, (arm_label, _)), style in zip(FDS_ARMS.items(), (":o", "--s", "-^")):
+                axis.plot(where, [r[f"miou_{arm}"] for r in points], style, color=colour,
+                          label=f"{label}, FDS {arm_label}")
         axis.set_xticks(range(len(grid)), [_fmt(snr) for snr in grid])
         axis.set_xlabel(title)
         axis.set_ylabel("map mIoU")
@@ -280,7 +292,7 @@ def _plot(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
 def _write_outputs(result: dict[str, Any], markdown: str, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    columns = ["dataset", "channel", "snr_name", "snr_db", "miou_no_fds", "miou_fds", "received_mse",
+    columns = ["dataset", "channel", "snr_name", "snr_db", *(f"miou_{arm}" for arm in FDS_ARMS), "received_mse",
                "received_psnr_db", "params"]
     with open(out_dir / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -320,8 +332,8 @@ def run_map_level(
             list of ``(H, W)`` int64 label maps used here; the markdown it returns is appended to the tables.
 
     Returns:
-        A dict with the run's configuration and one row per setting (``miou_no_fds``, ``miou_fds``,
-        ``received_mse``, ``received_psnr_db``, ``params``) and the ``markdown`` tables.
+        A dict with the run's configuration and one row per setting (``miou_no_fds``, ``miou_fds`` (paper),
+        ``miou_adaptive_fds``, ``received_mse``, ``received_psnr_db``, ``params``) and the ``markdown`` tables.
     """
     preset = get_dataset_preset(dataset)
     resize = resize or _DEFAULT_RESIZE.get(preset.name, "native")
@@ -336,7 +348,8 @@ def run_map_level(
         if verbose:
             r = rows[-1]
             print(f"[{time.perf_counter() - start:7.1f}s] {r['channel']:>22} {r['snr_name']}={_fmt(r['snr_db']):>4}: "
-                  f"mIoU {r['miou_no_fds']:.4f} -> FDS {r['miou_fds']:.4f}", flush=True)
+                  f"mIoU {r['miou_no_fds']:.4f} -> FDS {r['miou_fds']:.4f}, adaptive {r['miou_adaptive_fds']:.4f}",
+                  flush=True)
     markdown = markdown_tables(rows, preset.name)
     if codec_table_fn is not None:
         markdown += "\n\n" + codec_table_fn([labels for labels, _ in maps], preset)

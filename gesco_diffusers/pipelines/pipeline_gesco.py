@@ -24,7 +24,7 @@ from torch import nn
 
 from ..models import SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
-from ..receiver import FastDenoisingSemantic
+from ..receiver import FDS_METHODS, FastDenoisingSemantic, build_fds
 from ..sender.encoding import SemanticEncoder, instance_edges
 from .inputs import MapInput, check_float_map, check_label_map, check_spatial_size, is_label_map, to_batched_tensor
 
@@ -153,7 +153,9 @@ class GescoPipeline(DiffusionPipeline):
             return FastDenoisingSemantic()
         if isinstance(fds, nn.Module):
             return fds
-        raise ValueError(f"fds must be True/'paper', False/None/'none' or an nn.Module, got {fds!r}")
+        if isinstance(fds, str):  # "adaptive" and any other registered name; unknown names raise, listing them
+            return build_fds(fds, num_classes=self.dataset_preset.num_classes)
+        raise ValueError(f"fds must be a bool, None, a name in {FDS_METHODS} or an nn.Module, got {fds!r}")
 
     @torch.no_grad()
     def prepare_semantic_map(

@@ -1,5 +1,51 @@
-"""Receiver side of GESCO: the fast-denoising semantic block (Eq. 1)."""
+"""Receiver side of GESCO: the fast-denoising semantic block (Eq. 1) and its adaptive, blind variant."""
 
+from typing import Any, Optional
+
+from torch import nn
+
+from .adaptive_fds import (
+    AdaptiveFastDenoisingSemantic,
+    adaptive_fast_denoise,
+    estimate_channel_sigma,
+    estimate_noise_sigma,
+    potts_mean_field,
+)
 from .fds import FastDenoisingSemantic, fast_denoise
 
-__all__ = ["FastDenoisingSemantic", "fast_denoise"]
+__all__ = [
+    "FDS_METHODS",
+    "AdaptiveFastDenoisingSemantic",
+    "FastDenoisingSemantic",
+    "adaptive_fast_denoise",
+    "build_fds",
+    "estimate_channel_sigma",
+    "estimate_noise_sigma",
+    "fast_denoise",
+    "potts_mean_field",
+]
+
+#: Names accepted by :func:`build_fds` (and by ``GescoPipeline(..., fds=<name>)``).
+FDS_METHODS = ("paper", "adaptive", "none")
+
+
+def build_fds(name: str, num_classes: Optional[int] = None, **kwargs: Any) -> Optional[nn.Module]:
+    """The receiver denoiser called ``name``; ``None`` for ``"none"``.
+
+    * ``"paper"``: :class:`FastDenoisingSemantic`, Eq. 1 exactly (channel-wise, so ``num_classes`` is not used);
+    * ``"adaptive"``: :class:`AdaptiveFastDenoisingSemantic` for maps with ``num_classes`` class channels (plus an
+      optional instance-edge channel last);
+    * ``"none"``: no denoising (the received map conditions the model as it is).
+
+    ``kwargs`` go to the constructor (e.g. ``avg_kernel_size`` for ``"paper"``, ``beta`` for ``"adaptive"``).
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in FDS_METHODS:
+        raise ValueError(f"unknown fds method {name!r}; choose one of {list(FDS_METHODS)}")
+    if key == "adaptive":
+        return AdaptiveFastDenoisingSemantic(num_classes, **kwargs)
+    if key == "paper":
+        return FastDenoisingSemantic(**kwargs)
+    if kwargs:
+        raise ValueError(f"FDS method 'none' takes no options, got {sorted(kwargs)}")
+    return None
