@@ -64,3 +64,12 @@ def test_coco_run_with_edges_is_seeded_and_calls_the_codec_hook():
     assert 0.0 < first["rows"][0]["miou_no_fds"] < first["rows"][0]["miou_fds"] <= 1.0
     # With an instance-edge channel the adaptive arm still decides among the 183 class channels only.
     assert first["rows"][0]["miou_fds"] < first["rows"][0]["miou_adaptive_fds"] <= 1.0
+
+
+@pytest.mark.skipif(not (DATA / "camvid").is_dir(), reason="shared CamVid data not available")
+def test_codecs_flag_appends_the_bpp_table(tmp_path):
+    results = main(["--dataset", "camvid", "--quick", "--limit", "2", "--codecs", "--channels", "awgn",
+                    "--psnrs", "10", "--out", str(tmp_path), "--data-root", str(DATA)])
+    markdown = results[0]["markdown"]
+    assert "Bits per pixel of the codecs" in markdown
+    assert "| map | png | one_hot |" in markdown and "| photo | hevc | quality 0 |" in markdown

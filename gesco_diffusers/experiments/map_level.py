@@ -371,6 +371,27 @@ def run_map_level(
     return result
 
 
+def codec_table_from_files(dataset: str, data_root, split: Optional[str], limit: Optional[int]) -> Callable:
+    """The codec hook of :func:`run_map_level` for the shared data: the BPP of the dataset's label PNGs with every
+    available lossless codec (one-hot and label-id representations) and, where photos exist (CamVid), the lossy
+    photo codec at several qualities (paper Fig. 7 / Fig. 8)."""
+    from ..sender.codecs import codec_bpp_table
+
+    preset = get_dataset_preset(dataset)
+    root = Path(data_root) if data_root else default_data_root()
+    folder = root / ("camvid" if preset.name == "camvid" else "coco_stuff_samples") / (split or _DEFAULT_SPLIT[preset.name])
+    label_paths = sorted((folder / "labels").glob("*.png"))[:limit]
+    image_paths = [folder / "images" / p.name for p in label_paths if (folder / "images" / p.name).is_file()]
+    remap = {255: preset.unlabelled_id} if preset.name == "coco-stuff" else None
+
+    def table(labels, preset_):
+        return "### Bits per pixel of the codecs\n\n" + codec_bpp_table(
+            label_paths, image_paths if len(image_paths) == len(label_paths) else (),
+            num_classes=preset.num_classes, label_remap=remap)
+
+    return table
+
+
 def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="camvid", choices=["camvid", "coco-stuff", "all"])
@@ -387,6 +408,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK_MAPS} maps, PSNR {QUICK_PSNRS}, Eb/N0 {QUICK_EBN0S}")
+    parser.add_argument("--codecs", action="store_true",
+                        help="also tabulate the BPP of each lossless map codec next to the lossy photo codec")
     args = parser.parse_args(argv)
     datasets = ["camvid", "coco-stuff"] if args.dataset == "all" else [args.dataset]
     psnrs = args.psnrs or (QUICK_PSNRS if args.quick else DEFAULT_PSNRS)
@@ -394,9 +417,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     limit = args.limit if args.limit is not None else (QUICK_MAPS if args.quick else None)
     results = []
     for name in datasets:
+        codec_fn = codec_table_from_files(name, args.data_root, args.split, limit) if args.codecs else None
         result = run_map_level(
             name, Path(args.out) / name, psnrs, ebn0s, args.channels, args.seed, args.data_root, args.split, limit,
-            args.resize, args.batch_size,
+            args.resize, args.batch_size, codec_table_fn=codec_fn,
         )
         print(f"\n{result['markdown']}\n\n({result['num_maps']} maps, {result['seconds']:.1f}s; outputs in "
               f"{Path(args.out) / name})")
