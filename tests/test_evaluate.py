@@ -220,11 +220,12 @@ def test_python_api_ablation_fid_depth_and_batching(assets, cli_run, tiny_dpt, t
         assets / "pipe", "camvid", "val", [ChannelCondition("awgn", 10)], data_dir=CAMVID, limit=3, size=SIZE,
         num_inference_steps=2, batch_size=2, device="cpu", ablation_pipeline=assets / "ablation",
         networks=ScoringNetworks(judge=assets / "judge", lpips=None, fid=_TinyFeatures(), depth_model=tiny_dpt),
-        image_codec=None, rate_distortion=False, out_dir=tmp_path, log=lines.append,
+        image_codec=None, rate_distortion=False, out_dir=tmp_path, log=lines.append, fds=("paper", "none", "adaptive"),
     )
     names = [r.name for r in report.records]
-    assert names == ["awgn_psnr10__ours_fds-paper", "awgn_psnr10__ours_fds-none", "awgn_psnr10__semantic-map",
-                     "awgn_psnr10__ablation_fds-paper", "awgn_psnr10__ablation_fds-none"]
+    assert names == ["awgn_psnr10__ours_fds-paper", "awgn_psnr10__ours_fds-none", "awgn_psnr10__ours_fds-adaptive",
+                     "awgn_psnr10__semantic-map", "awgn_psnr10__ablation_fds-paper", "awgn_psnr10__ablation_fds-none"]
+    assert report.record("awgn_psnr10__ours_fds-adaptive").label == "Ours, adaptive FDS"
     assert any("scoring awgn_psnr10__semantic-map" in line for line in lines)
     # Same seeds, another batch size (2 here, 4 in the CLI run): the same images, up to one 8-bit level of rounding.
     for stem in [p.stem for p in sorted((tmp_path / "images" / names[0]).glob("*.png"))]:
@@ -251,7 +252,8 @@ def test_python_api_ablation_fid_depth_and_batching(assets, cli_run, tiny_dpt, t
     assert marks == [["| ✗", "✗"], ["| ✓", "✗"], ["| ✗", "✓"], ["| ✓", "✓"]]
     downstream = tables["table_V_downstream"].splitlines()
     assert downstream[2] == "| Model | mAP ↑ | mAP50 ↑ | RMSE ↓ |"
-    assert [row.split(" | ")[0] for row in downstream[4:]] == ["| Semantic map (received)", "| Ours, FDS off", "| Ours"]
+    assert [row.split(" | ")[0] for row in downstream[4:]] == [
+        "| Semantic map (received)", "| Ours, FDS off", "| Ours", "| Ours, adaptive FDS"]
     assert "table_I_fid_awgn" in tables and "fig_7_rate_distortion" not in tables
     # The same folder with other sampling settings is refused instead of mixing images.
     with pytest.raises(ValueError, match="other settings"):

@@ -89,7 +89,10 @@ __all__ = [
 PAPER_PSNRS = (100.0, 30.0, 20.0, 15.0, 10.0, 5.0, 1.0)
 #: ``derive_seed(seed + i, CHANNEL_SEED_KEY)`` seeds the channel noise of item ``i``.
 CHANNEL_SEED_KEY = 1
-FDS_MODES = ("paper", "none")
+FDS_MODES = ("paper", "none", "adaptive")
+#: The paper's two arms (its FDS on / off): the default runs and Table VIII's ablation. ``"adaptive"`` (the
+#: parameter-free variant of :mod:`gesco_diffusers.receiver.adaptive_fds`) is asked for explicitly.
+PAPER_FDS_MODES = ("paper", "none")
 #: Default qualities of the full-image curve of Fig. 7.
 DEFAULT_IMAGE_QUALITIES = (0, 10, 20, 30, 40)
 
@@ -186,7 +189,7 @@ class Method:
         if self.kind not in METHOD_KINDS:
             raise ValueError(f"method kind must be one of {METHOD_KINDS}, got {self.kind!r}")
         if (self.kind == "ours") != (self.fds is not None):
-            raise ValueError("an 'ours' method needs fds ('paper' or 'none'); other methods take none")
+            raise ValueError(f"an 'ours' method needs fds (one of {FDS_MODES}); other methods take none")
         if self.fds is not None and self.fds not in FDS_MODES:
             raise ValueError(f"fds must be one of {FDS_MODES}, got {self.fds!r}")
         if (self.kind == "full_image") != (self.codec is not None and self.quality is not None):
@@ -204,7 +207,7 @@ class Method:
     def label(self) -> str:
         if self.kind == "ours":
             name = "Ours, no noisy training" if self.ablation else "Ours"
-            return name if self.fds == "paper" else f"{name}, FDS off"
+            return {"paper": name, "none": f"{name}, FDS off", "adaptive": f"{name}, adaptive FDS"}[self.fds]
         if self.kind == "full_image":
             return f"Full image ({self.codec} q{self.quality})"
         return "Semantic map (received)"
@@ -709,7 +712,7 @@ def plan_runs(
         if semantic_map:
             runs.append(Run(Method("semantic_map"), table_condition))
         if ablation:
-            runs += [Run(Method("ours", fds=mode, ablation=True), table_condition) for mode in FDS_MODES]
+            runs += [Run(Method("ours", fds=mode, ablation=True), table_condition) for mode in PAPER_FDS_MODES]
     if rate_distortion:
         clean = ChannelCondition()
         runs.append(Run(Method("ours", fds=fds[0]), clean))
@@ -818,7 +821,7 @@ def evaluate(
     *,
     data_dir: Optional[PathLike] = None,
     dataset_name: Optional[str] = None,
-    fds: Sequence[str] = FDS_MODES,
+    fds: Sequence[str] = PAPER_FDS_MODES,
     out_dir: PathLike = "outputs/evaluate",
     limit: Optional[int] = None,
     size: Optional[Sequence[int]] = None,
@@ -845,7 +848,7 @@ def evaluate(
         dataset: dataset preset/layout (default: the pipeline's preset); ``split``: ``"val"`` or ``"train"``.
         conditions: channel conditions (:func:`channel_grid`); default AWGN at the paper's PSNRs.
         data_dir: the dataset folder in its usual layout; or ``dataset_name``: a Hub id / ``save_to_disk`` folder.
-        fds: FDS modes of the ``ours`` runs (``"paper"`` and/or ``"none"``; the first one is used for Fig. 7).
+        fds: FDS modes of the ``ours`` runs among :data:`FDS_MODES` (the first one is used for Fig. 7).
         out_dir: where images, tables, plots and results go (resumable, see the module docstring).
         limit: evaluate the first ``limit`` maps only. ``size``: generation ``(H, W)`` (default: the U-Net's).
         num_inference_steps, guidance_scale, sampler: sampling (``sampler``: a name of
@@ -972,7 +975,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--channels", nargs="+", default=["awgn"], choices=sorted(CHANNEL_REGISTRY))
     parser.add_argument("--psnrs", type=float, nargs="+", default=list(PAPER_PSNRS), help="PSNRs in dB (Eq. 15)")
     parser.add_argument("--ebn0s", type=float, nargs="+", default=[], help="Eb/N0 values in dB for --channels digital")
-    parser.add_argument("--fds", nargs="+", default=list(FDS_MODES), choices=FDS_MODES)
+    parser.add_argument("--fds", nargs="+", default=list(PAPER_FDS_MODES), choices=FDS_MODES,
+                        help="FDS arms: paper (Eq. 1), none, adaptive (default: paper none)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--sampler", default="default", choices=("default",) + tuple(SAMPLERS))
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")

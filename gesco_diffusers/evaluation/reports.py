@@ -47,6 +47,8 @@ PSNR_TABLES = (("I", "fid"), ("II", "lpips"), ("III", "miou"))
 
 #: Row order of the method tables: the paper lists the classical baseline first and "our method" last.
 METHOD_ORDER = ("semantic_map", "full_image", "ours")
+#: Row order of the ``ours`` runs by FDS mode.
+FDS_ORDER = ("none", "paper", "adaptive")
 
 DASH = "–"
 
@@ -63,7 +65,7 @@ class RunRecord:
         channel: channel model name, ``"none"`` for the noiseless link.
         level_db: the channel's PSNR in dB (Eb/N0 for the digital link); ``None`` for the noiseless link.
         level_name: ``"PSNR"`` or ``"Eb/N0"``.
-        fds: ``"paper"``/``"none"`` for ``ours`` runs, else ``None``.
+        fds: ``"paper"``/``"none"``/``"adaptive"`` for ``ours`` runs, else ``None``.
         noisy_training: ``True`` for the main pipeline, ``False`` for the ablation pipeline, ``None`` for baselines.
         codec, quality: the lossy photo codec and quality of ``full_image`` runs.
         num_images: images scored.
@@ -164,8 +166,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _method_key(record: RunRecord) -> tuple:
-    """Row order: baselines first, then FDS off before FDS on (the paper's "our method" is the last row)."""
-    return (METHOD_ORDER.index(record.method), record.fds != "none" if record.fds else 0, record.quality or 0)
+    """Row order: baselines first, then FDS off, the paper's FDS ("our method" in the paper), the adaptive FDS."""
+    return (METHOD_ORDER.index(record.method), FDS_ORDER.index(record.fds) if record.fds else 0, record.quality or 0)
 
 
 def _rows_by_label(records: Sequence[RunRecord]) -> dict[str, dict[Optional[float], RunRecord]]:
@@ -233,8 +235,8 @@ def channel_table(records: Sequence[RunRecord], level_db: float) -> Optional[str
 
 def ablation_table(records: Sequence[RunRecord], channel: str, level_db: float) -> Optional[str]:
     """Table VIII: FDS on/off x noisy training on/off, columns LPIPS, mIoU at one PSNR."""
-    selected = [r for r in records
-                if r.method == "ours" and r.channel == channel and r.level_db == level_db]
+    selected = [r for r in records  # the paper's FDS on / off (an adaptive-FDS run is not part of the ablation)
+                if r.method == "ours" and r.fds in ("paper", "none") and r.channel == channel and r.level_db == level_db]
     if not selected:
         return None
     order = sorted(selected, key=lambda r: (bool(r.noisy_training), r.fds == "paper"))
