@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("sampling_cost.py", "wall-time ratio authors/ours"),
         ("unet_forward.py", "| channels_last |"),
         ("preprocessing_cost.py", "% of a sampling run"),
+        ("sampler_quality.py", "| ddpm (reference) |"),
     ],
 )
 def test_benchmark_quick_mode_prints_figures(script, expected):
