@@ -40,16 +40,30 @@ from gesco_diffusers.evaluation.evaluator import EvaluationData  # noqa: E402
 from gesco_diffusers.evaluation.metrics.segmentation_judge import SegmentationJudge, default_camvid_judge_path  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "camvid"
-DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "dpmsolver++ +threshold", "unipc", "unipc+threshold")
+DEFAULT_SAMPLERS = ("ddpm", "ddpm+trailing", "ddim+trailing", "dpmsolver++", "dpmsolver++ +threshold",
+                    "unipc+threshold")
 THRESHOLDING = dict(thresholding=True, sample_max_value=1.0, dynamic_thresholding_ratio=0.995)
+
+
+#: Sampler options, written ``NAME+OPTION[+OPTION]``.
+SAMPLER_OPTIONS = {
+    "threshold": THRESHOLDING,
+    # Timesteps counted back from T - 1 (the first step starts from pure noise, as the authors' respacing does);
+    # diffusers' DDPM default "leading" starts at (N - 1) * (T // N), which leaves signal in x_T at few steps.
+    "trailing": dict(timestep_spacing="trailing"),
+}
 
 
 def make_scheduler(spec: str, config) -> object:
     """``"dpmsolver++"`` -> its scheduler; ``"dpmsolver++ +threshold"`` -> the same with dynamic thresholding."""
-    name = spec.replace(" ", "")
-    if name.endswith("+threshold"):
-        return build_scheduler(name[: -len("+threshold")], config, **THRESHOLDING)
-    return build_scheduler(name, config)
+    text = spec.replace(" ", "")
+    name = "dpmsolver++" if text.startswith("dpmsolver++") else text.split("+")[0]  # that name ends in "++"
+    options = [option for option in text[len(name):].split("+") if option]
+    unknown = [o for o in options if o not in SAMPLER_OPTIONS]
+    if unknown:
+        raise ValueError(f"unknown sampler option(s) {unknown} in {spec!r}; options: {sorted(SAMPLER_OPTIONS)}")
+    overrides = {key: value for option in options for key, value in SAMPLER_OPTIONS[option].items()}
+    return build_scheduler(name, config, **overrides)
 
 
 def generate(pipe, cond: torch.Tensor, scheduler, steps: int, guidance: float, seed: int, batch_size: int):
