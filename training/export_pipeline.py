@@ -24,16 +24,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gesco_diffusers.diffusion import SAMPLERS, build_scheduler  # noqa: E402
 from gesco_diffusers.hub import write_model_card  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
 
 
 def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
-                    training_args: Optional[dict] = None, kpis: Optional[dict] = None) -> Path:
+                    training_args: Optional[dict] = None, kpis: Optional[dict] = None,
+                    sampler: Optional[str] = None) -> Path:
+    """Write ``destination`` from the pipeline folder ``source``; ``sampler`` (a name of ``SAMPLERS``) replaces the
+    stored scheduler, sharing its noise schedule (e.g. the one chosen by ``benchmarks/sampler_quality.py``)."""
     if not (source / "model_index.json").is_file():
         raise FileNotFoundError(f"{source} is not a pipeline folder (no model_index.json)")
     pipe = GescoPipeline.from_pretrained(source)
     pipe.unet.to(dtype)
+    if sampler is not None:
+        pipe.scheduler = build_scheduler(sampler, pipe.scheduler.config)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
@@ -59,10 +65,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--training-args", type=Path, help="JSON dict shown in the card's training table")
     parser.add_argument("--kpis", type=Path, help="JSON {condition: {kpi: value}} shown in the card")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None, help="store this scheduler (default: keep)")
     args = parser.parse_args(argv)
     read = lambda path: json.loads(path.read_text()) if path else None  # noqa: E731
     out = export_pipeline(args.source, args.destination, torch.float16 if args.dtype == "fp16" else torch.float32,
-                          read(args.training_args), read(args.kpis))
+                          read(args.training_args), read(args.kpis), args.sampler)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported {args.source} -> {out} ({size / 2**20:.1f} MiB)")
 

@@ -1,0 +1,57 @@
+"""training/export_pipeline.py: the fp16 export of a trained pipeline folder (the shipped demo model is made by it)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gesco_diffusers import GescoPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+
+from export_pipeline import main as export_main  # noqa: E402
+
+
+@pytest.fixture
+def trained(tmp_path):
+    pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid")
+    pipe.save_pretrained(tmp_path / "run")
+    (tmp_path / "run" / "checkpoint-10").mkdir()  # training state next to the pipeline must not be exported
+    (tmp_path / "run" / "checkpoint-10" / "optimizer.bin").write_bytes(b"state")
+    return pipe, tmp_path
+
+
+def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
+    pipe, tmp = trained
+    (tmp / "args.json").write_text(json.dumps({"command": "accelerate launch training/train.py ...", "steps": 10}))
+    (tmp / "kpis.json").write_text(json.dumps({"clean map": {"judge mIoU": 0.25}}))
+    export_main([str(tmp / "run"), str(tmp / "out"), "--training-args", str(tmp / "args.json"),
+                 "--kpis", str(tmp / "kpis.json"), "--sampler", "ddpm"])
+    out = tmp / "out"
+    assert not (out / "checkpoint-10").exists()
+    exported = GescoPipeline.from_pretrained(out)
+    assert type(exported.scheduler).__name__ == "DDPMScheduler"
+    assert exported.scheduler.config.variance_type == "learned_range" and exported.scheduler.config.clip_sample
+    weights = next((out / "unet").glob("*.safetensors"))
+    from safetensors.torch import load_file
+    tensors = load_file(weights)
+    assert {t.dtype for t in tensors.values()} == {torch.float16}
+    for name, value in pipe.unet.state_dict().items():  # the same weights, rounded to fp16
+        torch.testing.assert_close(tensors[name].float(), value.half().float())
+    card = (out / "README.md").read_text()
+    assert "accelerate launch training/train.py ..." in card and "0.25" in card
+
+
+def test_export_replaces_an_old_export_whole_and_refuses_a_non_pipeline(trained, capsys):
+    _, tmp = trained
+    (tmp / "out").mkdir()
+    (tmp / "out" / "stale.txt").write_text("from an older export")
+    export_main([str(tmp / "run"), str(tmp / "out")])
+    assert not (tmp / "out" / "stale.txt").exists() and (tmp / "out" / "model_index.json").is_file()
+    assert "MiB" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="not a pipeline folder"):
+        export_main([str(tmp / "run" / "checkpoint-10"), str(tmp / "other")])
+    assert not (tmp / "other").exists()
