@@ -23,3 +23,42 @@ def test_benchmark_quick_mode_prints_figures(script, expected):
                           text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert expected in proc.stdout
+
+
+def _report(tmp_path, name, records, ceiling=None):
+    import json
+    folder = tmp_path / name
+    folder.mkdir()
+    settings = {"sampler": "DDPMScheduler", "num_inference_steps": 25, "guidance_scale": 1.5}
+    (folder / "results.json").write_text(json.dumps({"records": records, "ceiling": ceiling or {},
+                                                     "settings": settings}))
+    return folder
+
+
+def _ours(fds, level, miou):
+    return {"name": f"{level}-{fds}", "method": "ours", "fds": fds, "level_db": level, "noisy_training": True,
+            "num_images": 101, "kpis": {"miou": miou}}
+
+
+def test_collect_kpis_merges_evaluate_runs(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from collect_kpis import main as collect
+
+    first = _report(tmp_path, "a", [_ours("paper", 10.0, 0.30), _ours("paper", 1.0, 0.20),
+                                    {**_ours("paper", 10.0, 0.9), "noisy_training": False},  # ablation: not a row
+                                    {**_ours(None, 10.0, 0.9), "method": "full_image"}], ceiling={"miou": 0.40})
+    second = _report(tmp_path, "b", [_ours("none", None, 0.32), _ours("none", 10.0, 0.10),
+                                     _ours("adaptive", 10.0, 0.31)])
+    text = collect([str(first), str(second), "--card-json", str(tmp_path / "card.json")])
+    lines = text.splitlines()
+    assert "| map | clean | 10 dB | 1 dB |" in lines
+    assert "| real photos (judge ceiling) | 0.400 |  |  |" in lines
+    assert "| FDS off | 0.320 | 0.100 | – |" in lines
+    assert "| FDS (paper, Eq. 1) | 0.320 | 0.300 | 0.200 |" in lines
+    assert "| adaptive FDS | 0.320 | 0.310 | – |" in lines
+    import json
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["generated from clean maps"] == {"judge mIoU": 0.32, "fraction of ceiling": 0.8}
+    assert card["AWGN 10 dB, FDS (paper, Eq. 1)"]["fraction of clean"] == 0.938
+    with pytest.raises(SystemExit, match="no gesco evaluate"):
+        collect([str(tmp_path / "missing")])
