@@ -28,8 +28,9 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
     pipe, tmp = trained
     (tmp / "args.json").write_text(json.dumps({"command": "accelerate launch training/train.py ...", "steps": 10}))
     (tmp / "kpis.json").write_text(json.dumps({"clean map": {"judge mIoU": 0.25}}))
+    (tmp / "about.md").write_text("Trained on a 2-core CPU in 142 minutes.")
     export_main([str(tmp / "run"), str(tmp / "out"), "--training-args", str(tmp / "args.json"),
-                 "--kpis", str(tmp / "kpis.json"), "--sampler", "ddpm"])
+                 "--kpis", str(tmp / "kpis.json"), "--sampler", "ddpm", "--description", str(tmp / "about.md")])
     out = tmp / "out"
     assert not (out / "checkpoint-10").exists()
     exported = GescoPipeline.from_pretrained(out)
@@ -42,7 +43,7 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
     for name, value in pipe.unet.state_dict().items():  # the same weights, rounded to fp16
         torch.testing.assert_close(tensors[name].float(), value.half().float())
     card = (out / "README.md").read_text()
-    assert "accelerate launch training/train.py ..." in card and "0.25" in card
+    assert "accelerate launch training/train.py ..." in card and "0.25" in card and "142 minutes" in card
 
 
 def test_export_replaces_an_old_export_whole_and_refuses_a_non_pipeline(trained, capsys):

@@ -31,7 +31,7 @@ from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
 
 def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
                     training_args: Optional[dict] = None, kpis: Optional[dict] = None,
-                    sampler: Optional[str] = None) -> Path:
+                    sampler: Optional[str] = None, description: Optional[str] = None) -> Path:
     """Write ``destination`` from the pipeline folder ``source``; ``sampler`` (a name of ``SAMPLERS``) replaces the
     stored scheduler, sharing its noise schedule (e.g. the one chosen by ``benchmarks/sampler_quality.py``)."""
     if not (source / "model_index.json").is_file():
@@ -44,7 +44,7 @@ def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
-        write_model_card(staging, training_args=training_args, kpis=kpis)
+        write_model_card(staging, training_args=training_args, kpis=kpis, description=description)
         backup = None
         if destination.exists():
             backup = destination.with_name(f".{destination.name}.old")
@@ -66,10 +66,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--training-args", type=Path, help="JSON dict shown in the card's training table")
     parser.add_argument("--kpis", type=Path, help="JSON {condition: {kpi: value}} shown in the card")
     parser.add_argument("--sampler", choices=SAMPLERS, default=None, help="store this scheduler (default: keep)")
+    parser.add_argument("--description", type=Path, help="Markdown file shown at the top of the card")
     args = parser.parse_args(argv)
     read = lambda path: json.loads(path.read_text()) if path else None  # noqa: E731
     out = export_pipeline(args.source, args.destination, torch.float16 if args.dtype == "fp16" else torch.float32,
-                          read(args.training_args), read(args.kpis), args.sampler)
+                          read(args.training_args), read(args.kpis), args.sampler,
+                          args.description.read_text() if args.description else None)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported {args.source} -> {out} ({size / 2**20:.1f} MiB)")
 
