@@ -1,6 +1,7 @@
 """training/export_pipeline.py: the fp16 export of a trained pipeline folder (the shipped demo model is made by it)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def trained(tmp_path):
 
 def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
     pipe, tmp = trained
+    os.umask(0o022)
     (tmp / "args.json").write_text(json.dumps({"command": "accelerate launch training/train.py ...", "steps": 10}))
     (tmp / "kpis.json").write_text(json.dumps({"clean map": {"judge mIoU": 0.25}}))
     (tmp / "about.md").write_text("Trained on a 2-core CPU in 142 minutes.")
@@ -33,6 +35,7 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
                  "--kpis", str(tmp / "kpis.json"), "--sampler", "ddpm", "--description", str(tmp / "about.md")])
     out = tmp / "out"
     assert not (out / "checkpoint-10").exists()
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in [out, *out.rglob("*")])  # readable by all (umask 022)
     exported = GescoPipeline.from_pretrained(out)
     assert type(exported.scheduler).__name__ == "DDPMScheduler"
     assert exported.scheduler.config.variance_type == "learned_range" and exported.scheduler.config.clip_sample

@@ -29,6 +29,15 @@ from gesco_diffusers.hub import write_model_card  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
 
 
+def _make_readable(folder: Path) -> None:
+    """``mkdtemp`` (and some writers) create owner-only entries; a shipped folder must be readable like any file
+    written with the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~umask)
+
+
 def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
                     training_args: Optional[dict] = None, kpis: Optional[dict] = None,
                     sampler: Optional[str] = None, description: Optional[str] = None) -> Path:
@@ -45,6 +54,7 @@ def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
         write_model_card(staging, training_args=training_args, kpis=kpis, description=description)
+        _make_readable(staging)
         backup = None
         if destination.exists():
             backup = destination.with_name(f".{destination.name}.old")
