@@ -32,13 +32,14 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
     (tmp / "kpis.json").write_text(json.dumps({"clean map": {"judge mIoU": 0.25}}))
     (tmp / "about.md").write_text("Trained on a 2-core CPU in 142 minutes.")
     export_main([str(tmp / "run"), str(tmp / "out"), "--training-args", str(tmp / "args.json"),
-                 "--kpis", str(tmp / "kpis.json"), "--sampler", "ddpm", "--description", str(tmp / "about.md")])
+                 "--kpis", str(tmp / "kpis.json"), "--sampler", "dpmsolver++", "--description", str(tmp / "about.md")])
     out = tmp / "out"
     assert not (out / "checkpoint-10").exists()
     assert all(path.stat().st_mode & 0o044 == 0o044 for path in [out, *out.rglob("*")])  # readable by all (umask 022)
     exported = GescoPipeline.from_pretrained(out)
-    assert type(exported.scheduler).__name__ == "DDPMScheduler"
-    assert exported.scheduler.config.variance_type == "learned_range" and exported.scheduler.config.clip_sample
+    assert type(pipe.scheduler).__name__ == "DDPMScheduler"  # the default, replaced by the chosen one
+    assert type(exported.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert exported.scheduler.config.variance_type == "learned_range"
     weights = next((out / "unet").glob("*.safetensors"))
     from safetensors.torch import load_file
     tensors = load_file(weights)

@@ -21,8 +21,8 @@ Outputs in ``--output_dir``: ``checkpoint-<step>/`` (Accelerate state, committed
 ``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` (one line per
 optimizer step: loss, mse, vb, psnr, lr), ``validation/step-<step>.png`` (fixed validation maps rendered with the EMA
 weights), ``logs/`` (tensorboard, ``--report_to``) and, at the end, a ``GescoPipeline`` (``model_index.json``,
-``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with DPM-Solver++, and
-``semantic_config`` with the dataset preset) that ``GescoPipeline.from_pretrained(output_dir)`` loads.
+``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with respaced DDPM,
+learned range, and ``semantic_config`` with the dataset preset) that ``GescoPipeline.from_pretrained(output_dir)`` loads.
 
 Runs are reproducible from ``--seed``: data order, augmentations and all noise are derived from the seed and the
 step/epoch/row counters, so a resumed run continues exactly as an uninterrupted one would (same losses).
