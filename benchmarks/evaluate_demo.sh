@@ -8,7 +8,7 @@
 #
 # Each call is an ordinary `gesco evaluate` with its own output folder (resumable: a rerun only makes what is
 # missing). A lane takes the next call nobody has claimed ($OUT/.claims/NAME holds the PID of the lane running it;
-# a claim whose process is gone is taken over). benchmarks/collect_kpis.py merges the results.json files.
+# a claim whose process is gone is taken over; NAME.done marks a finished call). benchmarks/collect_kpis.py merges the results.json files.
 # Settings: STEPS, SAMPLER, MODEL, OUT, LIMIT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,16 +33,19 @@ CALLS=(
   "paper-high --fds paper --psnrs 30 20 15 --no-rate-distortion"
   "paper-low --fds paper --psnrs 10 5 1 --no-rate-distortion"
   "clean-and-off-10 --fds none --psnrs 10"                  # the clean map (no FDS) and FDS off at 10 dB
-  "adaptive-low --fds adaptive --psnrs 10 5 1 --no-rate-distortion --image-codec none"
+  "adaptive-10 --fds adaptive --psnrs 10 --no-rate-distortion --image-codec none"
+  "adaptive-5 --fds adaptive --psnrs 5 --no-rate-distortion --image-codec none"
+  "adaptive-1 --fds adaptive --psnrs 1 --no-rate-distortion --image-codec none"
   "adaptive-15 --fds adaptive --psnrs 15 --no-rate-distortion --image-codec none"
   "off-low --fds none --psnrs 5 1 --no-rate-distortion --image-codec none"
 )
 # At 30 and 20 dB the adaptive FDS returns exactly the clean one-hot map for all 101 maps (it is the argmax of a
 # clean-enough map; checked with the evaluator's channel seeds), so its images there are the clean-map images.
 
-claim() {  # claim NAME: succeed if this lane may run NAME
+claim() {  # claim NAME: succeed if this lane may run NAME (not finished, not running in a live lane)
   local file="$OUT/.claims/$1"
   mkdir -p "$OUT/.claims"
+  if [ -e "$file.done" ]; then return 1; fi
   if (set -o noclobber; echo $$ > "$file") 2>/dev/null; then return 0; fi
   local owner; owner=$(cat "$file" 2>/dev/null || true)
   if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then return 1; fi
@@ -52,7 +55,7 @@ claim() {  # claim NAME: succeed if this lane may run NAME
 calls() {
   for call in "${CALLS[@]}"; do
     # shellcheck disable=SC2086
-    if claim "${call%% *}"; then evaluate $call; fi
+    if claim "${call%% *}"; then evaluate $call && touch "$OUT/.claims/${call%% *}.done"; fi
   done
 }
 

@@ -60,3 +60,19 @@ def test_export_replaces_an_old_export_whole_and_refuses_a_non_pipeline(trained,
     with pytest.raises(FileNotFoundError, match="not a pipeline folder"):
         export_main([str(tmp / "run" / "checkpoint-10"), str(tmp / "other")])
     assert not (tmp / "other").exists()
+
+
+def test_shipped_demo_model_and_its_card():
+    """The embedded default (issue #7): fp16 safetensors under 30 MB, DDPM sampler, card also kept in hub_cards/."""
+    demo = ROOT / "gesco_diffusers" / "assets" / "demo" / "camvid"
+    if not (demo / "model_index.json").is_file():
+        pytest.skip("the demo model is not shipped in this checkout")
+    size = sum(p.stat().st_size for p in demo.rglob("*") if p.is_file())
+    assert size < 30 * 2**20
+    from safetensors import safe_open
+    with safe_open(str(demo / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F16"}
+    assert json.loads((demo / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "DDPMScheduler"
+    card = (demo / "README.md").read_text()
+    assert card == (ROOT / "hub_cards" / "demo-camvid.README.md").read_text()
+    assert "2038" in card and "training/train.py" in card and "judge mIoU" in card
