@@ -59,7 +59,16 @@ def load_pipeline(model: Optional[str], device: str) -> tuple[GescoPipeline, str
         raise FileNotFoundError(f"--model {model!r} has no model_index.json: not a GescoPipeline folder")
     # Shipped weights are fp16 (small); run in fp32 on a CPU, where half-precision kernels are slow or missing.
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = GescoPipeline.from_pretrained(model, torch_dtype=dtype)
+    from diffusers.utils import logging as diffusers_logging
+
+    # No loading bars: the command prints its own report, and an error after loading must stay one line.
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe = GescoPipeline.from_pretrained(model, torch_dtype=dtype)
+    finally:
+        if bars:
+            diffusers_logging.enable_progress_bar()
     return pipe.to(device), model
 
 
@@ -121,13 +130,15 @@ def _save_atomically(image: PIL.Image.Image, path: Path) -> None:
 
 def transmit(args: argparse.Namespace) -> TransmitReport:
     torch.manual_seed(args.seed)
+    map_path = Path(args.map) if args.map else sample_maps()[0]
+    if not map_path.is_file():  # before the model loads: a typo must not cost the loading time
+        raise FileNotFoundError(f"label map not found: {map_path}")
     pipe, model_desc = load_pipeline(args.model, args.device)
     pipe.set_progress_bar_config(disable=not args.progress)
     if args.sampler != "default":
         pipe.scheduler = build_scheduler(args.sampler, pipe.scheduler.config)
     preset = pipe.dataset_preset
 
-    map_path = Path(args.map) if args.map else sample_maps()[0]
     labels_full = read_label_map(map_path, preset)
     size = tuple(args.size) if args.size else tuple(pipe.unet.config.sample_size)
     labels = resize_labels(labels_full, size)
