@@ -18,6 +18,7 @@ def test_transmit_writes_panel_and_prints_figures(tmp_path, capsys):
     assert run_transmit(tmp_path, "--psnr", "5", "--seed", "3") == 0
     out = capsys.readouterr().out
     assert "bpp" in out and "map mIoU:" in out and "generation" in out
+    assert "assets/demo/camvid" in out.splitlines()[0] and "UNTRAINED" not in out  # the shipped model, not a placeholder
     received, fds = [float(x) for x in out.split("map mIoU:")[1].split("\n")[0].replace("->", " ").split()
                      if x.replace(".", "").isdigit()]
     assert 0 <= received < fds <= 1  # at 5 dB FDS cleans the map
