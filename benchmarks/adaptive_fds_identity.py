@@ -13,8 +13,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gesco_diffusers import GescoPipeline  # noqa: E402
-from gesco_diffusers.evaluation.evaluator import (  # noqa: E402ChannelCondition, EvaluationData, GenerationSettings,
-                                                  PipelineImages)
+from gesco_diffusers.evaluation.evaluator import (  # noqa: E402
+    ChannelCondition,
+    EvaluationData,
+    GenerationSettings,
+    PipelineImages,
+)
+
 torch.set_num_threads(1)
 pipe = GescoPipeline.from_pretrained("gesco_diffusers/assets/demo/camvid")
 data = EvaluationData("camvid", "val", (64, 80), data_dir="../shared/data/camvid")
