@@ -63,7 +63,7 @@ from .metrics import (
     depth_rmse,
     load_fid_inception,
 )
-from .reports import EvaluationReport, RunRecord, write_report
+from .reports import PAPER_FDS_MODES, EvaluationReport, RunRecord, write_report
 
 if TYPE_CHECKING:  # imported where used: the pipeline stack is heavy and gesco_diffusers.transmit imports us
     from ..pipelines import GescoPipeline
@@ -89,10 +89,8 @@ __all__ = [
 PAPER_PSNRS = (100.0, 30.0, 20.0, 15.0, 10.0, 5.0, 1.0)
 #: ``derive_seed(seed + i, CHANNEL_SEED_KEY)`` seeds the channel noise of item ``i``.
 CHANNEL_SEED_KEY = 1
-FDS_MODES = ("paper", "none", "adaptive")
-#: The paper's two arms (its FDS on / off): the default runs and Table VIII's ablation. ``"adaptive"`` (the
-#: parameter-free variant of :mod:`gesco_diffusers.receiver.adaptive_fds`) is asked for explicitly.
-PAPER_FDS_MODES = ("paper", "none")
+#: Every FDS arm `gesco evaluate` runs: the paper's two and the adaptive variant.
+FDS_MODES = (*PAPER_FDS_MODES, "adaptive")
 #: Default qualities of the full-image curve of Fig. 7.
 DEFAULT_IMAGE_QUALITIES = (0, 10, 20, 30, 40)
 

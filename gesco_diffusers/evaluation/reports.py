@@ -49,6 +49,9 @@ PSNR_TABLES = (("I", "fid"), ("II", "lpips"), ("III", "miou"))
 METHOD_ORDER = ("semantic_map", "full_image", "ours")
 #: Row order of the ``ours`` runs by FDS mode.
 FDS_ORDER = ("none", "paper", "adaptive")
+#: The paper's two arms (its FDS on / off): ``gesco evaluate``'s default runs and Table VIII's ablation. ``"adaptive"``
+#: (the parameter-free variant of :mod:`gesco_diffusers.receiver.adaptive_fds`) is asked for explicitly.
+PAPER_FDS_MODES = ("paper", "none")
 
 DASH = "–"
 
@@ -236,7 +239,7 @@ def channel_table(records: Sequence[RunRecord], level_db: float) -> Optional[str
 def ablation_table(records: Sequence[RunRecord], channel: str, level_db: float) -> Optional[str]:
     """Table VIII: FDS on/off x noisy training on/off, columns LPIPS, mIoU at one PSNR."""
     selected = [r for r in records  # the paper's FDS on / off (an adaptive-FDS run is not part of the ablation)
-                if r.method == "ours" and r.fds in ("paper", "none") and r.channel == channel and r.level_db == level_db]
+                if r.method == "ours" and r.fds in PAPER_FDS_MODES and r.channel == channel and r.level_db == level_db]
     if not selected:
         return None
     order = sorted(selected, key=lambda r: (bool(r.noisy_training), r.fds == "paper"))
