@@ -52,12 +52,8 @@ QUICK_PSNRS: tuple[float, ...] = (100, 10, 1)
 QUICK_EBN0S: tuple[float, ...] = (0, 10)
 QUICK_MAPS = 4
 
-#: The receiver arms: result-column suffix -> (table label, :func:`~gesco_diffusers.receiver.build_fds` name).
-FDS_ARMS: dict[str, tuple[str, str]] = {
-    "no_fds": ("none", "none"),
-    "fds": ("paper", "paper"),
-    "adaptive_fds": ("adaptive", "adaptive"),
-}
+#: The receiver arms: result-column suffix -> :func:`~gesco_diffusers.receiver.build_fds` name (also the table label).
+FDS_ARMS: dict[str, str] = {"no_fds": "none", "fds": "paper", "adaptive_fds": "adaptive"}
 
 # Analog channels (PSNR) and digital links (Eb/N0): label -> (factory name, fixed keyword arguments).
 ANALOG_CHANNELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -201,7 +197,7 @@ def _evaluate_setting(
     channel = setting.build()
     generator = torch.Generator().manual_seed(seed)  # fresh per setting: results do not depend on the run order
     n = preset.num_classes
-    arms = {arm: build_fds(method, num_classes=n) for arm, (_, method) in FDS_ARMS.items()}
+    arms = {arm: build_fds(method, num_classes=n) for arm, method in FDS_ARMS.items()}
     matrices = {arm: ConfusionMatrix(n, preset.ignore_ids) for arm in arms}
     squared_error, elements = 0.0, 0
     for labels, one_hot, transmitted in batches:
@@ -248,7 +244,7 @@ def markdown_tables(rows: list[dict[str, Any]], dataset: str) -> str:
             "|---|---|" + "---|" * len(snrs),
         ]
         for label in labels:
-            for arm, (arm_label, _) in FDS_ARMS.items():
+            for arm, arm_label in FDS_ARMS.items():
                 key = f"miou_{arm}"
                 cells = [f"{lookup[label, s][key]:.4f}" if (label, s) in lookup else "" for s in snrs]
                 lines.append(f"| {label} | {arm_label} | " + " | ".join(cells) + " |")
@@ -274,7 +270,7 @@ def _plot(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
             points = sorted((r for r in subset if r["channel"] == label), key=lambda r: r["snr_db"])
             where = [grid.index(r["snr_db"]) for r in points]
             colour = f"C{index}"
-            for (arm, (arm_label, _)), style in zip(FDS_ARMS.items(), (":o", "--s", "-^")):
+            for (arm, arm_label), style in zip(FDS_ARMS.items(), (":o", "--s", "-^")):
                 axis.plot(where, [r[f"miou_{arm}"] for r in points], style, color=colour,
                           label=f"{label}, FDS {arm_label}")
         axis.set_xticks(range(len(grid)), [_fmt(snr) for snr in grid])
