@@ -66,13 +66,13 @@ def authors_protocol(pipe: GescoPipeline, cond: torch.Tensor, steps: int, scale:
 
 def ours(pipe: GescoPipeline, cond: torch.Tensor, steps: int, scale: float, generator) -> tuple:
     calls = []
-    hook = pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(args[2].shape[0]))
     try:
         image = pipe(cond, fds=False, num_inference_steps=steps, guidance_scale=scale, generator=generator,
                      output_type="pt").images
     finally:
         hook.remove()
-    return image, sum(calls)  # batched CFG: each call evaluates both halves of one image
+    return image, sum(calls)  # one evaluation per map: with CFG each call evaluates both halves of one image
 
 
 def _measure(protocol: str, args: dict, queue) -> None:

@@ -6,7 +6,12 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-from gesco_diffusers.models import SemanticUNet2DModel, official_unet_config, semantic_unet_config
+from gesco_diffusers.models import (
+    SemanticModulationCache,
+    SemanticUNet2DModel,
+    official_unet_config,
+    semantic_unet_config,
+)
 from gesco_diffusers.models.spade import SPADEGroupNorm
 
 
@@ -116,9 +121,50 @@ def test_conv_resampling_variant():
     assert out.shape == (1, 6, 16, 16)
 
 
+def test_several_maps_per_image_share_one_encoder_pass():
+    model = tiny_model()
+    x, t = torch.randn(2, 3, 16, 24), torch.tensor([3, 700])
+    y0, y1 = torch.rand(2, 12, 16, 24), torch.rand(2, 12, 16, 24)
+    encoder_batches = []
+    model.down_blocks[0].register_forward_pre_hook(lambda m, args: encoder_batches.append(args[0].shape[0]))
+    with torch.no_grad():
+        shared = model(x, t, torch.cat([y0, y1])).sample
+        separate = torch.cat([model(x, t, y0).sample, model(x, t, y1).sample])
+    assert shared.shape == (4, 6, 16, 24)
+    assert encoder_batches == [2, 2, 2]  # the shared call ran the encoder on the 2 images, not on 4
+    torch.testing.assert_close(shared, separate, atol=1e-5, rtol=1e-4)
+
+
+def test_modulation_cache_reuses_spade_outputs_and_matches_the_plain_forward():
+    model = tiny_model()
+    y = torch.rand(2, 12, 16, 24)
+    cache = SemanticModulationCache(y)
+    shared_convs = []
+    for module in model.modules():
+        if isinstance(module, SPADEGroupNorm):
+            module.mlp_shared.register_forward_hook(lambda m, args, out: shared_convs.append(1))
+    with torch.no_grad():
+        for step, t in enumerate((900, 400, 20)):
+            x = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(step))
+            plain_before = len(shared_convs)
+            plain = model(x, t, y).sample
+            per_forward = len(shared_convs) - plain_before
+            cached_before = len(shared_convs)
+            cached = model(x, t, cache).sample
+            torch.testing.assert_close(cached, plain, atol=0, rtol=0)  # the same operations on the same inputs
+            # the first cached forward computes every SPADE layer once, later ones none
+            assert len(shared_convs) - cached_before == (per_forward if step == 0 else 0)
+    assert per_forward > 0
+    with pytest.raises(RuntimeError, match="inference"):
+        model(x, 5, cache)  # gradients enabled
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        SemanticModulationCache(torch.rand(12, 16, 24))
+
+
 @pytest.mark.parametrize(
     "sample,segmap,match",
     [
+        (torch.randn(2, 3, 16, 16), torch.rand(3, 12, 16, 16), "multiple"),
         (torch.randn(1, 3, 16, 16), torch.rand(1, 11, 16, 16), "segmap_channels"),
         (torch.randn(1, 4, 16, 16), torch.rand(1, 12, 16, 16), r"\(B, 3, H, W\)"),
         (torch.randn(1, 3, 17, 16), torch.rand(1, 12, 17, 16), "divisible"),

@@ -77,28 +77,36 @@ def test_list_pil_numpy_and_one_hot_inputs_agree(pipe):
         torch.testing.assert_close(outs[0], other)
 
 
+@torch.no_grad()
 def test_batched_cfg_equals_two_separate_passes(pipe):
     unet = pipe.unet
     x = torch.randn(2, 3, 16, 24, generator=gen())
     cond = pipe.prepare_semantic_map(labels(), fds=False).conditioning
     t = torch.tensor(500)
     s = 2.5
-    batched = pipe._guided_model_output(x, t, cond, s)
     eps_c = unet(x, t, cond).sample
     eps_u = unet(x, t, torch.zeros_like(cond)).sample
     expected = torch.cat([eps_u[:, :3] + s * (eps_c[:, :3] - eps_u[:, :3]), eps_c[:, 3:]], dim=1)
-    torch.testing.assert_close(batched, expected, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(pipe._guided_model_output(x, t, cond, 1.0), eps_c)
+    for reuse in (False, True):
+        batched = pipe._guided_model_output(x, t, pipe._model_maps(cond, s, reuse), s)
+        torch.testing.assert_close(batched, expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(pipe._guided_model_output(x, t, pipe._model_maps(cond, 1.0, reuse), 1.0), eps_c)
+
+
+def test_reusing_the_semantic_modulation_does_not_change_the_images(pipe):
+    runs = [pipe(labels(), num_inference_steps=3, guidance_scale=2.0, generator=gen(), output_type="pt",
+                 reuse_semantic_modulation=reuse).images for reuse in (False, True)]
+    torch.testing.assert_close(runs[0], runs[1], atol=1e-5, rtol=1e-4)
 
 
 def test_guidance_scale_one_is_plain_conditional_sampling(pipe):
     calls = []
-    pipe.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    pipe.unet.register_forward_pre_hook(lambda m, args: calls.append((args[0].shape[0], args[2].shape[0])))
     pipe(labels(), num_inference_steps=3, guidance_scale=1.0, generator=gen(), output_type="pt")
-    assert calls == [2, 2, 2]  # one conditional pass per step
+    assert calls == [(2, 2)] * 3  # one conditional pass per step
     calls.clear()
     pipe(labels(), num_inference_steps=3, guidance_scale=3.0, generator=gen(), output_type="pt")
-    assert calls == [4, 4, 4]  # both halves in one batched forward
+    assert calls == [(2, 4)] * 3  # both halves in one forward: 2 images, 2 maps each
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "dpmsolver++", "ddim", "unipc", "euler"])

@@ -1,5 +1,5 @@
 from .configs import SEMANTIC_UNET_CONFIGS, official_unet_config, semantic_unet_config
-from .spade import SPADEGroupNorm
+from .spade import SemanticModulationCache, SPADEGroupNorm
 from .unet_semantic import SemanticUNet2DModel, SemanticUNet2DOutput
 from .unet_semantic_blocks import SemanticDownBlock2D, SemanticMidBlock2D, SemanticUpBlock2D, SPADEResnetBlock2D
 
@@ -9,6 +9,7 @@ __all__ = [
     "SPADEResnetBlock2D",
     "SemanticDownBlock2D",
     "SemanticMidBlock2D",
+    "SemanticModulationCache",
     "SemanticUNet2DModel",
     "SemanticUNet2DOutput",
     "SemanticUpBlock2D",

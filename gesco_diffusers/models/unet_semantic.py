@@ -22,6 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .spade import SemanticModulationCache
 from .unet_semantic_blocks import SemanticDownBlock2D, SemanticMidBlock2D, SemanticUpBlock2D, zero_module
 
 DOWN_BLOCK_TYPES = ("SemanticDownBlock2D", "SemanticAttnDownBlock2D")
@@ -38,6 +39,11 @@ class SemanticUNet2DOutput(BaseOutput):
     """
 
     sample: torch.Tensor
+
+
+def _repeat_batch(x: torch.Tensor, times: int) -> torch.Tensor:
+    """``torch.cat([x] * times)``: row ``j * B + i`` is row ``i`` of ``x``."""
+    return x.repeat(times, *([1] * (x.ndim - 1)))
 
 
 class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
@@ -159,18 +165,20 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
     def learned_variance(self) -> bool:
         return self.config.out_channels == 2 * self.config.in_channels
 
-    def check_inputs(self, sample: torch.Tensor, segmap: torch.Tensor) -> None:
+    def check_inputs(self, sample: torch.Tensor, segmap: Union[torch.Tensor, SemanticModulationCache]) -> None:
         """Shape checks shared by the model and the pipeline; errors name the problem."""
         cfg = self.config
         if sample.ndim != 4 or sample.shape[1] != cfg.in_channels:
             raise ValueError(f"sample must be (B, {cfg.in_channels}, H, W), got {tuple(sample.shape)}")
-        if segmap.ndim != 4 or segmap.shape[1] != cfg.segmap_channels:
+        if len(segmap.shape) != 4 or segmap.shape[1] != cfg.segmap_channels:
             raise ValueError(
                 f"segmap must be (B, {cfg.segmap_channels}, H, W) (the model's segmap_channels), "
                 f"got {tuple(segmap.shape)}"
             )
-        if segmap.shape[0] != sample.shape[0]:
-            raise ValueError(f"segmap batch {segmap.shape[0]} != sample batch {sample.shape[0]}")
+        if segmap.shape[0] % sample.shape[0]:
+            raise ValueError(
+                f"segmap batch {segmap.shape[0]} must equal the sample batch {sample.shape[0]} or be a multiple of it"
+            )
         factor = self.downsampling_factor
         height, width = sample.shape[-2:]
         if height % factor or width % factor:
@@ -182,7 +190,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         self,
         sample: torch.Tensor,
         timestep: Union[torch.Tensor, float, int],
-        segmap: torch.Tensor,
+        segmap: Union[torch.Tensor, SemanticModulationCache],
         return_dict: bool = True,
     ) -> Union[SemanticUNet2DOutput, tuple]:
         """Predict the noise (and the variance interpolation value) of ``sample`` at ``timestep`` given ``segmap``.
@@ -190,8 +198,12 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         Args:
             sample: noisy images ``(B, in_channels, H, W)``.
             timestep: original diffusion step indices (0..T-1), a scalar or ``(B,)``.
-            segmap: the semantic map ``(B, segmap_channels, H', W')``; resized with nearest interpolation inside each
-                SPADE layer, normally at the image resolution.
+            segmap: the semantic map ``(k * B, segmap_channels, H', W')``, or the same wrapped in a
+                :class:`SemanticModulationCache` to reuse its SPADE modulations across calls (sampling); resized with
+                nearest interpolation inside each SPADE layer, normally at the image resolution. With ``k > 1`` maps
+                per image (map ``j * B + i`` goes with image ``i``) the encoder, which never sees the map, runs once
+                per image and its features are shared by the ``k`` decoder passes: classifier-free guidance gets its
+                unconditional half at the cost of the middle block and decoder only. The output has ``k * B`` rows.
         """
         self.check_inputs(sample, segmap)
         if not torch.is_tensor(timestep):
@@ -199,16 +211,21 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         elif timestep.ndim == 0:
             timestep = timestep[None].to(sample.device)
         timestep = timestep.expand(sample.shape[0])
+        maps_per_image = segmap.shape[0] // sample.shape[0]
 
         # The sinusoidal features are computed in fp32 and then cast, so fp16/bf16 models embed exactly.
         temb = self.time_embedding(self.time_proj(timestep).to(dtype=self.dtype))
-        segmap = segmap.to(dtype=self.dtype)
+        if torch.is_tensor(segmap):
+            segmap = segmap.to(dtype=self.dtype)
 
         hidden_states = self.conv_in(sample.to(dtype=self.dtype))
         skips = (hidden_states,)
         for block in self.down_blocks:
             hidden_states, res = block(hidden_states, temb)
             skips += res
+        if maps_per_image > 1:
+            hidden_states, temb = _repeat_batch(hidden_states, maps_per_image), _repeat_batch(temb, maps_per_image)
+            skips = tuple(_repeat_batch(skip, maps_per_image) for skip in skips)
 
         hidden_states = self.mid_block(hidden_states, temb, segmap)
 
