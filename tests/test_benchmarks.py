@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "script,expected",
     [
         ("sampling_cost.py", "wall-time ratio authors/ours"),
-        ("unet_forward.py", "| channels_last |"),
+        ("unet_forward.py", "| + cached SPADE modulation (default) |"),
         ("preprocessing_cost.py", "% of a sampling run"),
         ("sampler_quality.py", "| ddpm (reference) |"),
     ],

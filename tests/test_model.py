@@ -121,17 +121,18 @@ def test_conv_resampling_variant():
     assert out.shape == (1, 6, 16, 16)
 
 
-def test_several_maps_per_image_share_one_encoder_pass():
+@pytest.mark.parametrize("batch", [1, 2])  # a batch of one shares the features as a view, more as copies
+def test_several_maps_per_image_share_one_encoder_pass(batch):
     model = tiny_model()
-    x, t = torch.randn(2, 3, 16, 24), torch.tensor([3, 700])
-    y0, y1 = torch.rand(2, 12, 16, 24), torch.rand(2, 12, 16, 24)
+    x, t = torch.randn(batch, 3, 16, 24), torch.tensor([3, 700][:batch])
+    y0, y1 = torch.rand(batch, 12, 16, 24), torch.rand(batch, 12, 16, 24)
     encoder_batches = []
     model.down_blocks[0].register_forward_pre_hook(lambda m, args: encoder_batches.append(args[0].shape[0]))
     with torch.no_grad():
         shared = model(x, t, torch.cat([y0, y1])).sample
         separate = torch.cat([model(x, t, y0).sample, model(x, t, y1).sample])
-    assert shared.shape == (4, 6, 16, 24)
-    assert encoder_batches == [2, 2, 2]  # the shared call ran the encoder on the 2 images, not on 4
+    assert shared.shape == (2 * batch, 6, 16, 24)
+    assert encoder_batches == [batch] * 3  # the shared call ran the encoder on the images, not once per map
     torch.testing.assert_close(shared, separate, atol=1e-5, rtol=1e-4)
 
 

@@ -42,7 +42,10 @@ class SemanticUNet2DOutput(BaseOutput):
 
 
 def _repeat_batch(x: torch.Tensor, times: int) -> torch.Tensor:
-    """``torch.cat([x] * times)``: row ``j * B + i`` is row ``i`` of ``x``."""
+    """``torch.cat([x] * times)``: row ``j * B + i`` is row ``i`` of ``x``. A batch of one becomes a stride-0 view
+    (no copy): the decoder only reads the shared features, in its concatenations and residual sums."""
+    if x.shape[0] == 1:
+        return x.expand(times, *x.shape[1:])
     return x.repeat(times, *([1] * (x.ndim - 1)))
 
 
