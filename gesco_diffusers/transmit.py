@@ -22,7 +22,7 @@ import PIL.Image
 import torch
 
 from .channel import CHANNEL_REGISTRY, build_channel
-from .diffusion import SAMPLERS, build_scheduler
+from .diffusion import DEFAULT_SAMPLING_STEPS, SAMPLERS, build_scheduler
 from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
 from .presets import DatasetPreset
@@ -211,7 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec", default="png", help="lossless map codec for the BPP figure")
     parser.add_argument("--fds", default="paper", choices=FDS_METHODS)
     parser.add_argument("--sampler", default="default", choices=("default",) + SAMPLERS)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLING_STEPS)
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="generation size (default: model's)")

@@ -25,6 +25,22 @@ def test_benchmark_quick_mode_prints_figures(script, expected):
     assert expected in proc.stdout
 
 
+def test_sampler_quality_reuses_its_cached_reference(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "sampler_quality.py"), "--quick",
+               "--reference-cache", str(tmp_path), "--json", str(tmp_path / "figures.json")]
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(proc.stdout)
+    assert "0 of 2 maps read from the cache" in outputs[0] and "2 of 2 maps read from the cache" in outputs[1]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 and not list(tmp_path.glob("*.tmp"))
+    import json
+    rows = json.loads((tmp_path / "figures.json").read_text())["rows"]
+    low, high = rows[1]["difference_ci95"]
+    assert low <= high
+
+
 def _report(tmp_path, name, records, ceiling=None):
     import json
     folder = tmp_path / name

@@ -109,7 +109,7 @@ def test_guidance_scale_one_is_plain_conditional_sampling(pipe):
     assert calls == [(2, 4)] * 3  # both halves in one forward: 2 images, 2 maps each
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "dpmsolver++", "ddim", "unipc", "euler"])
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmsolver++", "sde-dpmsolver++", "ddim", "unipc", "euler"])
 def test_every_scheduler_runs(pipe, sampler):
     pipe.scheduler = build_scheduler(sampler, pipe.scheduler.config)
     out = pipe(labels(), num_inference_steps=3, guidance_scale=2.0, generator=gen(), output_type="pt")
@@ -240,7 +240,7 @@ def test_save_load_round_trip_with_fp16_variant(pipe, tmp_path):
 
 
 @pytest.mark.parametrize("sampler,tolerance", [
-    ("dpmsolver++", 1e-4), ("ddpm", 1e-4), ("unipc", 1e-4), ("euler", 1e-4),
+    ("dpmsolver++", 1e-4), ("sde-dpmsolver++", 1e-4), ("ddpm", 1e-4), ("unipc", 1e-4), ("euler", 1e-4),
     # DDIM stops at alpha_bar_0 = 1 - 1e-4 (set_alpha_to_one=False, as in the paper's schedule), not at x_0 itself
     ("ddim", 0.05),
 ])

@@ -1,4 +1,5 @@
 from .schedulers import (
+    DEFAULT_SAMPLING_STEPS,
     PAPER_DIFFUSION_CONFIG,
     SAMPLERS,
     build_scheduler,

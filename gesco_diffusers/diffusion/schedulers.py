@@ -21,7 +21,11 @@ from diffusers import (
 PAPER_DIFFUSION_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon")
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "unipc", "euler")
+#: Steps of the default sampler (``GescoPipeline.__call__``, ``gesco transmit``), chosen with
+#: ``benchmarks/sampler_quality.py`` (see :func:`default_scheduler`).
+DEFAULT_SAMPLING_STEPS = 25
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler")
 
 
 def official_ddpm_scheduler(**overrides) -> DDPMScheduler:
@@ -48,14 +52,16 @@ def build_scheduler(name: str, config: Union[dict, None] = None, **overrides):
     """A scheduler by name, sharing the noise schedule of ``config`` (default: the paper's).
 
     ``ddpm`` and ``dpmsolver++`` use the learned-range variance; ``ddim``, ``unipc`` and ``euler`` use the epsilon
-    channels only (the pipeline splits the variance channels off for them).
+    channels only (the pipeline splits the variance channels off for them). ``sde-dpmsolver++`` is the stochastic
+    second-order DPM-Solver++ (2M SDE, Lu et al. 2022): it re-injects noise at every step like the ancestral sampler.
     """
     base = {**PAPER_DIFFUSION_CONFIG, **{k: v for k, v in (config or {}).items() if k in PAPER_DIFFUSION_CONFIG}}
     key = name.lower()
     if key == "ddpm":
         return DDPMScheduler(**{**base, "variance_type": "learned_range", "clip_sample": True, **overrides})
-    if key in ("dpmsolver++", "dpm-solver++", "dpmsolver"):
-        return DPMSolverMultistepScheduler(**{**base, "algorithm_type": "dpmsolver++", "solver_order": 2,
+    if key in ("dpmsolver++", "dpm-solver++", "dpmsolver", "sde-dpmsolver++"):
+        algorithm = "sde-dpmsolver++" if key.startswith("sde") else "dpmsolver++"
+        return DPMSolverMultistepScheduler(**{**base, "algorithm_type": algorithm, "solver_order": 2,
                                               "variance_type": "learned_range", **overrides})
     if key == "ddim":
         return DDIMScheduler(**{**base, "clip_sample": True, "set_alpha_to_one": False, **overrides})

@@ -22,6 +22,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from ..diffusion.schedulers import DEFAULT_SAMPLING_STEPS
 from ..models import SemanticModulationCache, SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
 from ..receiver import FDS_METHODS, FastDenoisingSemantic, build_fds
@@ -257,7 +258,7 @@ class GescoPipeline(DiffusionPipeline):
         instance_map: Optional[MapInput] = None,
         channel: Optional[nn.Module] = None,
         fds: Union[bool, str, nn.Module, None] = True,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_SAMPLING_STEPS,
         timesteps: Optional[list[int]] = None,
         guidance_scale: Optional[float] = None,
         generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
