@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sampling_cost import load_pipeline  # noqa: E402
 from gesco_diffusers.channel import build_channel  # noqa: E402
+from gesco_diffusers.diffusion import DEFAULT_SAMPLING_STEPS  # noqa: E402
 from gesco_diffusers.transmit import read_label_map, resize_labels, sample_maps  # noqa: E402
 
 
@@ -44,12 +45,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--channel", default="awgn")
     parser.add_argument("--psnr", type=float, default=10.0)
     parser.add_argument("--fds", default="paper")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLING_STEPS)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 3, 2
+    torch.set_num_threads(args.threads)
 
     pipe = load_pipeline(args.model, args.device, torch.float32, "tiny" if args.quick else None)
     size = tuple(pipe.unet.config.sample_size)

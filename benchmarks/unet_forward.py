@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import statistics
 import sys
 import time
@@ -40,19 +41,29 @@ from gesco_diffusers.transmit import demo_model_path  # noqa: E402
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def time_call(fn: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[float, torch.Tensor]:
-    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call (which also compiles/caches)."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
+def interleaved_medians(variants: list[tuple[Callable[[], None], Callable[[], torch.Tensor]]], repeats: int,
+                        device: str) -> list[tuple[float, torch.Tensor]]:
+    """Median seconds of each ``step()`` and its output. The variants take turns (round robin), each after its own
+    ``setup()`` and one untimed call, so that a slow spell of a shared machine hits every row alike rather than the
+    one that happened to run then."""
+    def timed(step):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = fn()
+        out = step()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out.float()
+        return time.perf_counter() - start, out
+
+    times: list[list[float]] = [[] for _ in variants]
+    outputs: list[torch.Tensor] = [torch.empty(0)] * len(variants)
+    for _ in range(repeats):
+        for i, (setup, step) in enumerate(variants):
+            setup()
+            step()  # warm-up (compilation on the first round, cache fill, memory-format conversion)
+            seconds, outputs[i] = timed(step)
+            times[i].append(seconds)
+    return [(statistics.median(t), out.float()) for t, out in zip(times, outputs)]
 
 
 def load_model(config_name: Optional[str], device: str, dtype: torch.dtype) -> tuple[SemanticUNet2DModel, str]:
@@ -135,24 +146,30 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         ("+ bf16 autocast", lambda: cached(memory_format=torch.channels_last, autocast=True), channels_last),
     ]
     if not args.no_compile:
-        variants.append(("+ torch.compile (fp32, contiguous)", lambda: cached(net=torch.compile(model)), contiguous))
+        # A copy of its own: the other rows switch the weights' memory format, which would recompile it each round.
+        def compiled():
+            return cached(net=torch.compile(copy.deepcopy(model).to(memory_format=torch.contiguous_format)))
+
+        variants.append(("+ torch.compile (fp32, contiguous)", compiled, sdpa))
     variants.append(("default with plain attention (no SDPA)", cached,
                      lambda: (contiguous(), model.set_attn_processor(AttnProcessor()))))
 
-    rows, reference, base_time = [], None, None
+    built, rows = [], []
     for name, build, setup in variants:
         setup()
         try:
-            seconds, out = time_call(build(), args.repeats, device)
+            step = build()
+            step()
+            built.append((name, setup, step))
         except Exception as err:  # e.g. no compiler toolchain for torch.compile
             rows.append({"variant": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:80]}"})
-            continue
-        reference = out if reference is None else reference
-        base_time = seconds if base_time is None else base_time
+    measured = interleaved_medians([(setup, step) for _, setup, step in built], args.repeats, device)
+    (base_time, reference) = measured[0]
+    for (name, _, _), (seconds, out) in zip(built, measured):
         rows.append({"variant": name, "ms": seconds * 1000, "speedup": base_time / seconds,
                      "max_abs_diff": float((out - reference).abs().max())})
     print(f"{source} at {size[0]}x{size[1]}, {args.batch} image(s) per step, guidance {scale}, {device}, "
-          f"{args.dtype}, {torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{args.dtype}, {torch.get_num_threads()} threads, median of {args.repeats} rounds (variants interleaved)")
     print("| variant | ms / guided step | speed-up vs authors | max abs difference of the guided output |")
     print("|---|---|---|---|")
     for row in rows:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gesco_diffusers import GescoPipeline
+from gesco_diffusers.diffusion import default_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -37,8 +38,9 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
     assert not (out / "checkpoint-10").exists()
     assert all(path.stat().st_mode & 0o044 == 0o044 for path in [out, *out.rglob("*")])  # readable by all (umask 022)
     exported = GescoPipeline.from_pretrained(out)
-    assert type(pipe.scheduler).__name__ == "DDPMScheduler"  # the default, replaced by the chosen one
+    assert pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"  # the default, replaced by the chosen one
     assert type(exported.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert exported.scheduler.config.algorithm_type == "dpmsolver++"
     assert exported.scheduler.config.variance_type == "learned_range"
     weights = next((out / "unet").glob("*.safetensors"))
     from safetensors.torch import load_file
@@ -63,7 +65,8 @@ def test_export_replaces_an_old_export_whole_and_refuses_a_non_pipeline(trained,
 
 
 def test_shipped_demo_model_and_its_card():
-    """The embedded default (issue #7): fp16 safetensors under 30 MB, DDPM sampler, card also kept in hub_cards/."""
+    """The embedded default (issue #7): fp16 safetensors under 30 MB, the package's default sampler (issue #8), card
+    also kept in hub_cards/."""
     demo = ROOT / "gesco_diffusers" / "assets" / "demo" / "camvid"
     if not (demo / "model_index.json").is_file():
         pytest.skip("the demo model is not shipped in this checkout")
@@ -72,7 +75,11 @@ def test_shipped_demo_model_and_its_card():
     from safetensors import safe_open
     with safe_open(str(demo / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as weights:
         assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F16"}
-    assert json.loads((demo / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "DDPMScheduler"
+    stored = json.loads((demo / "scheduler" / "scheduler_config.json").read_text())
+    expected = default_scheduler(stored).config
+    assert stored["_class_name"] == type(default_scheduler()).__name__
+    assert {k: v for k, v in stored.items() if not k.startswith("_")} == {k: v for k, v in expected.items()
+                                                                          if not k.startswith("_")}
     card = (demo / "README.md").read_text()
     assert card == (ROOT / "hub_cards" / "demo-camvid.README.md").read_text()
     assert "2038" in card and "training/train.py" in card and "judge mIoU" in card

@@ -21,8 +21,9 @@ Outputs in ``--output_dir``: ``checkpoint-<step>/`` (Accelerate state, committed
 ``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` (one line per
 optimizer step: loss, mse, vb, psnr, lr), ``validation/step-<step>.png`` (fixed validation maps rendered with the EMA
 weights), ``logs/`` (tensorboard, ``--report_to``) and, at the end, a ``GescoPipeline`` (``model_index.json``,
-``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with respaced DDPM,
-learned range, and ``semantic_config`` with the dataset preset) that ``GescoPipeline.from_pretrained(output_dir)`` loads.
+``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with the default
+sampler, SDE-DPM-Solver++, and ``semantic_config`` with the dataset preset) that
+``GescoPipeline.from_pretrained(output_dir)`` loads.
 
 Runs are reproducible from ``--seed``: data order, augmentations and all noise are derived from the seed and the
 step/epoch/row counters, so a resumed run continues exactly as an uninterrupted one would (same losses).
@@ -64,7 +65,7 @@ from gesco_diffusers.data import (
     raise_for_problems,
     seeded_generator,
 )
-from gesco_diffusers.diffusion import PAPER_VLB_WEIGHT, GaussianDiffusion, default_scheduler
+from gesco_diffusers.diffusion import PAPER_VLB_WEIGHT, GaussianDiffusion, default_scheduler, official_ddpm_scheduler
 from gesco_diffusers.models import SemanticUNet2DModel, semantic_unet_config
 from gesco_diffusers.pipelines import GescoPipeline
 from gesco_diffusers.presets import DATASET_PRESETS, DatasetPreset, default_palette, get_dataset_preset
@@ -423,10 +424,11 @@ def main(args: argparse.Namespace) -> Path:
     unet = load_unet(args, preset, resolution)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    scheduler = default_scheduler(**scheduler_overrides(args))
+    scheduler = default_scheduler(**scheduler_overrides(args))  # the sampler stored with the pipeline
     noise_schedule = build_noise_schedule(args)
     objective = SemanticDiffusionObjective(
-        diffusion=GaussianDiffusion.from_scheduler(scheduler), encoder=SemanticEncoder.from_preset(preset),
+        diffusion=GaussianDiffusion.from_scheduler(official_ddpm_scheduler(**scheduler_overrides(args))),
+        encoder=SemanticEncoder.from_preset(preset),
         noise_schedule=noise_schedule, cfg_drop_probability=args.cfg_drop_prob, vlb_weight=args.vlb_weight,
     )
     ema = None

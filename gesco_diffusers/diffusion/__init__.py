@@ -1,5 +1,6 @@
 from .schedulers import (
     DEFAULT_SAMPLING_STEPS,
+    DYNAMIC_THRESHOLDING,
     PAPER_DIFFUSION_CONFIG,
     SAMPLERS,
     build_scheduler,

@@ -823,7 +823,7 @@ def evaluate(
     out_dir: PathLike = "outputs/evaluate",
     limit: Optional[int] = None,
     size: Optional[Sequence[int]] = None,
-    num_inference_steps: int = 25,
+    num_inference_steps: Optional[int] = None,
     guidance_scale: Optional[float] = None,
     sampler: Optional[str] = None,
     seed: int = 0,
@@ -869,6 +869,10 @@ def evaluate(
 
     log = log or (lambda message: None)
     fds = tuple(fds)
+    if num_inference_steps is None:
+        from ..diffusion import DEFAULT_SAMPLING_STEPS
+
+        num_inference_steps = DEFAULT_SAMPLING_STEPS
     _check_generation_arguments(seed, batch_size, num_inference_steps, fds)
     conditions = list(conditions) if conditions is not None else channel_grid(["awgn"], PAPER_PSNRS)
     if not conditions or not all(isinstance(c, ChannelCondition) and not c.is_clean for c in conditions):
@@ -959,7 +963,7 @@ def _save_png(picture: np.ndarray, path: Path) -> None:
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The ``gesco evaluate`` arguments (on ``parser`` if given)."""
-    from ..diffusion import SAMPLERS
+    from ..diffusion import DEFAULT_SAMPLING_STEPS, SAMPLERS
 
     parser = parser or argparse.ArgumentParser(
         prog="gesco evaluate", description="Generate and score images over channel conditions (paper Sec. IV).")
@@ -975,7 +979,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--ebn0s", type=float, nargs="+", default=[], help="Eb/N0 values in dB for --channels digital")
     parser.add_argument("--fds", nargs="+", default=list(PAPER_FDS_MODES), choices=FDS_MODES,
                         help="FDS arms: paper (Eq. 1), none, adaptive (default: paper none)")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLING_STEPS)
     parser.add_argument("--sampler", default="default", choices=("default",) + tuple(SAMPLERS))
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i")
