@@ -102,7 +102,7 @@ def test_converted_card_states_provenance_and_licence(pipeline_fields, source, l
         assert metadata.license_name and metadata.license_link.endswith("semantic-diffusion-model")
     assert "653,984,518 parameters" in card.text and "ab" * 32 in card.text
     assert ("102 tensors (20,722,688 parameters)" in card.text) == (source == "GESCO")
-    assert 'build_scheduler("dpmsolver++"' in card.text and card.data.eval_results is None
+    assert 'build_scheduler("sde-dpmsolver++"' in card.text and card.data.eval_results is None
     assert ("weights are exactly zero" in card.text) == (source == "GESCO")
     assert ("guidance_scale=1.5" in card.text) == (source == "SDM")
 

@@ -372,8 +372,8 @@ class GescoPipeline(DiffusionPipeline):
     ) -> "GescoPipeline":
         """A randomly initialised pipeline from a named U-Net configuration (for tests and new trainings).
 
-        The scheduler defaults to the paper's diffusion (1000 linear steps, learned range) sampled with respaced
-        ancestral DDPM (:func:`~gesco_diffusers.diffusion.default_scheduler`).
+        The scheduler defaults to the paper's diffusion (1000 linear steps, learned range) sampled with the package's
+        default, SDE-DPM-Solver++ (:func:`~gesco_diffusers.diffusion.default_scheduler`).
         """
         from ..models import semantic_unet_config
         from ..presets import get_dataset_preset
