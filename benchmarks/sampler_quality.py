@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.sampling_cost import load_pipeline  # noqa: E402
-from gesco_diffusers.diffusion import DYNAMIC_THRESHOLDING, build_scheduler  # noqa: E402
+from gesco_diffusers.diffusion import DYNAMIC_THRESHOLDING, SAMPLERS, build_scheduler  # noqa: E402
 from gesco_diffusers.evaluation.evaluator import EvaluationData  # noqa: E402
 from gesco_diffusers.evaluation.metrics.miou import ConfusionMatrix  # noqa: E402
 from gesco_diffusers.evaluation.metrics.segmentation_judge import SegmentationJudge, default_camvid_judge_path  # noqa: E402
@@ -69,8 +69,9 @@ SAMPLER_OPTIONS = {
 def make_scheduler(spec: str, config) -> object:
     """``"dpmsolver++"`` -> its scheduler; ``"dpmsolver++ +threshold"`` -> the same with dynamic thresholding."""
     text = spec.replace(" ", "")
-    solvers = [solver for solver in ("sde-dpmsolver++", "dpmsolver++") if text.startswith(solver)]
-    name = solvers[0] if solvers else text.split("+")[0]  # those names end in "++"
+    # The longest registered name the spec starts with ("sde-dpmsolver++" before "dpmsolver++"; names may end in "+").
+    known = [sampler for sampler in SAMPLERS if text.startswith(sampler)]
+    name = max(known, key=len) if known else text.split("+")[0]
     options = [option for option in text[len(name):].split("+") if option]
     unknown = [o for o in options if o not in SAMPLER_OPTIONS]
     if unknown:

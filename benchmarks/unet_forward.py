@@ -134,9 +134,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                 return shared(net, cache, image)
         return step
 
-    sdpa = lambda: model.set_attn_processor(AttnProcessor2_0())  # noqa: E731
-    channels_last = lambda: model.to(memory_format=torch.channels_last)  # noqa: E731
-    contiguous = lambda: model.to(memory_format=torch.contiguous_format)  # noqa: E731
+    def configure(memory_format=torch.contiguous_format, processor=AttnProcessor2_0):
+        """Every row sets both the weights' memory format and the attention processor, so that no row inherits the
+        state of the row before it in the round robin."""
+        return lambda: (model.to(memory_format=memory_format), model.set_attn_processor(processor()))
+
+    sdpa, channels_last = configure(), configure(torch.channels_last)
     variants: list[tuple[str, Callable[[], Callable], Callable[[], None]]] = [
         ("authors: two separate forwards", lambda: authors, sdpa),
         ("batched CFG (batch 2)", lambda: batched, sdpa),
@@ -151,8 +154,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             return cached(net=torch.compile(copy.deepcopy(model).to(memory_format=torch.contiguous_format)))
 
         variants.append(("+ torch.compile (fp32, contiguous)", compiled, sdpa))
-    variants.append(("default with plain attention (no SDPA)", cached,
-                     lambda: (contiguous(), model.set_attn_processor(AttnProcessor()))))
+    variants.append(("default with plain attention (no SDPA)", cached, configure(processor=AttnProcessor)))
 
     built, rows = [], []
     for name, build, setup in variants:

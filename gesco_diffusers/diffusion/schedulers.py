@@ -62,14 +62,15 @@ def build_scheduler(name: str, config: Union[dict, None] = None, **overrides):
     and clips its x0 predictions by dynamic thresholding (``DYNAMIC_THRESHOLDING``; it is the package default,
     :func:`default_scheduler`).
     """
-    key = name.lower()
     base = {**PAPER_DIFFUSION_CONFIG, **{k: v for k, v in (config or {}).items() if k in PAPER_DIFFUSION_CONFIG}}
+    key = name.lower()
     if key == "ddpm":
         return DDPMScheduler(**{**base, "variance_type": "learned_range", "clip_sample": True, **overrides})
     if key in ("dpmsolver++", "dpm-solver++", "dpmsolver", "sde-dpmsolver++"):
-        stochastic = key.startswith("sde")
-        algorithm = dict(algorithm_type="sde-dpmsolver++", **DYNAMIC_THRESHOLDING) if stochastic else dict(
-            algorithm_type="dpmsolver++")
+        if key.startswith("sde"):
+            algorithm = dict(algorithm_type="sde-dpmsolver++", **DYNAMIC_THRESHOLDING)
+        else:
+            algorithm = dict(algorithm_type="dpmsolver++")
         return DPMSolverMultistepScheduler(**{**base, **algorithm, "solver_order": 2, "variance_type": "learned_range",
                                               **overrides})
     if key == "ddim":
