@@ -1,0 +1,156 @@
+"""Files and folders that appear whole or not at all, with the permissions the user's umask asks for.
+
+Every writer here works on a temporary sibling of the target (same folder, so the final rename is atomic on one file
+system) and renames it into place only once it is complete: a killed process leaves the old file or nothing, never
+half of a new one. ``mkstemp`` and ``mkdtemp`` create their entries owner-only (0600 / 0700) whatever the umask, and
+so do some writers (safetensors 0.8 writes its files 0600), which is right while the entry is private and wrong once it
+becomes the user's file, so the commit gives it the mode a plain ``open()`` / ``mkdir()`` would have had:
+``0o666 & ~umask`` for files, ``0o777 & ~umask`` for folders (and for files that had an execute bit).
+
+This is the one place of the package that writes that way; the commands, the converter, the hub helpers and the
+training checkpoints use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Union
+
+__all__ = [
+    "atomic_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable_dir",
+    "commit_directory",
+    "current_umask",
+    "staged_directory",
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (``os.umask`` can only set it, so the
+    fallback sets and restores it, which is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def _dir_mode() -> int:
+    return 0o777 & ~current_umask()
+
+
+def atomic_save(path: PathLike, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp)`` to write a temporary sibling of ``path``, then rename it onto ``path``.
+
+    The temporary name keeps ``path``'s suffix, so writers that infer the format from it (PIL, ``torch.save``) work.
+    The parent folder must exist. An existing ``path`` is replaced whole or left untouched.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        writer(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_save`)."""
+    return atomic_save(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically, without newline translation (see :func:`atomic_save`)."""
+    return atomic_save(path, lambda tmp: tmp.write_bytes(text.encode(encoding)))
+
+
+def _apply_umask_modes(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes the umask would have given (symbolic links are left alone)."""
+    file_mode, dir_mode = _file_mode(), _dir_mode()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, dir_mode)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, dir_mode if os.stat(path).st_mode & 0o111 else file_mode)
+
+
+def commit_directory(tmp: PathLike, final: PathLike) -> None:
+    """Make the finished folder ``tmp`` appear as ``final`` (same file system), its entries with the umask's modes.
+
+    An existing ``final`` is first moved into a hidden sibling and deleted only after the new folder is in place; if
+    the second rename fails, the old folder is put back. Nothing is left beside ``final`` either way.
+    """
+    tmp, final = Path(tmp), Path(os.path.abspath(final))
+    _apply_umask_modes(tmp)
+    if not os.path.lexists(final):
+        os.replace(tmp, final)
+        return
+    # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
+    trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    try:
+        os.replace(final, trash / final.name)
+    except BaseException:
+        shutil.rmtree(trash, ignore_errors=True)
+        raise
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(trash / final.name, final)
+        shutil.rmtree(trash, ignore_errors=True)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_directory(final: PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``final`` to write into; committed to ``final`` (:func:`commit_directory`) when the
+    block ends normally, deleted when it raises."""
+    final = Path(os.path.abspath(final))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        commit_directory(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable_dir(path: PathLike, what: str = "output folder") -> None:
+    """Raise a one-line error unless ``path`` is a folder we can write into, or can be created as one.
+
+    Meant to run before expensive work (loading a model, generating), so a bad output path costs nothing.
+    """
+    path = Path(os.path.abspath(path))
+    if os.path.lexists(path) and not path.is_dir():
+        raise FileExistsError(f"{what} {str(path)!r} exists and is not a folder")
+    existing = path
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r} cannot be created: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {str(path)!r} is not writable (no write permission on {str(existing)!r})")
