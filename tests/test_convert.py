@@ -8,6 +8,7 @@ structure and C = 36) with random values; the full-size list is checked with met
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -509,3 +510,64 @@ def test_loader_rejects_anything_but_a_flat_state_dict(tmp_path, official_sd):
     torch.save({**official_sd, "out.0.bias": torch.full((32,), float("nan"))}, bad)
     with pytest.raises(ValueError, match=r"NaN/inf values in 1 tensors: \['conv_norm_out.bias'\]"):
         convert_official_checkpoint(bad, tmp_path / "o", num_head_channels=HEAD_CHANNELS, print_fn=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Nothing the user has is lost (issue #14)
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def gesco(argv, capsys) -> tuple[int, str]:
+    """``gesco ...`` in process; returns the exit status and stderr."""
+    from gesco_diffusers.cli import main as gesco_main
+
+    status = gesco_main(argv)
+    return status, capsys.readouterr().err.strip()
+
+
+def test_overwrite_never_deletes_the_input_or_the_working_directory(tmp_path, official_sd, capsys, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    checkpoint = folder / "model.pt"
+    torch.save(official_sd, checkpoint)
+    original = checkpoint.read_bytes()
+    flags = ["--num-head-channels", str(HEAD_CHANNELS), "--no-fp16", "--overwrite"]
+    for output in (folder, tmp_path, checkpoint):  # the folder holding the input, an ancestor of it, the input
+        status, err = gesco(["convert", str(checkpoint), str(output), *flags], capsys)
+        assert status == 1 and len(err.splitlines()) == 1 and "contains the input checkpoint" in err, err
+        assert checkpoint.read_bytes() == original
+    # The working directory (or one of its parents) cannot be replaced by a rename: refused before any work, so
+    # neither a half-done replacement nor a `..old-*` folder is left behind.
+    (folder / "sub").mkdir()
+    elsewhere = tmp_path / "elsewhere.pt"
+    torch.save(official_sd, elsewhere)
+    for cwd, output in ((folder, "."), (folder / "sub", "..")):
+        monkeypatch.chdir(cwd)
+        status, err = gesco(["convert", str(elsewhere), output, *flags], capsys)
+        assert status == 1 and len(err.splitlines()) == 1 and "current directory" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["model.pt", "sub"] and list((folder / "sub").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.pt", "run"]
+
+
+def test_converted_folder_gets_the_umask_permissions(tmp_path, official_sd, umask_022):
+    checkpoint = tmp_path / "ema.pt"
+    torch.save(official_sd, checkpoint)
+    out = convert_official_checkpoint(checkpoint, tmp_path / "out", num_head_channels=HEAD_CHANNELS,
+                                      fp16_variant=False, print_fn=None).path
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+    assert modes == {name: 0o755 if (tmp_path / name).is_dir() else 0o644 for name in modes}  # mkdtemp gave 0700
+
+
+@pytest.mark.parametrize("name,content", [("text.pt", b"not a checkpoint\n"), ("empty.pt", b""),
+                                          ("noise.pt", bytes(range(256))), ("text.safetensors", b"hello")])
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys, name, content):
+    (tmp_path / name).write_bytes(content)
+    status, err = gesco(["convert", str(tmp_path / name), str(tmp_path / "out")], capsys)
+    assert status == 1 and len(err.splitlines()) == 1 and f"checkpoint {name!r} is not a readable" in err, err
+    assert not (tmp_path / "out").exists()

@@ -13,8 +13,6 @@ import copy
 import hashlib
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Union
@@ -24,6 +22,7 @@ import torch
 from ..diffusion.schedulers import official_ddpm_scheduler
 from ..pipelines import GescoPipeline
 from ..presets import DATASET_PRESETS, DatasetPreset, get_dataset_preset
+from ..utils.files import staged_directory
 from .official import (
     ConversionReport,
     OfficialUNetArchitecture,
@@ -47,16 +46,19 @@ def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"checkpoint {path.name!r}: expected one of {CHECKPOINT_SUFFIXES}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path), device="cpu")
-    else:
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(f"checkpoint {path.name!r} holds objects other than tensors and containers; refusing to "
-                             f"unpickle them (weights_only=True): {err}") from err
+    try:
+        state_dict = _read_checkpoint_file(path)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise ValueError(f"checkpoint {path.name!r} is not a readable PyTorch checkpoint "
+                             f"({_last_line(err)})") from err
+        raise ValueError(f"checkpoint {path.name!r} holds objects other than tensors and containers; refusing to "
+                         f"unpickle them (weights_only=True): {_last_line(err)}") from err
+    except (OSError, MemoryError):
+        raise
+    except Exception as err:  # torch/safetensors report a foreign or truncated file as KeyError, EOFError, ...
+        raise ValueError(f"checkpoint {path.name!r} is not a readable {path.suffix} checkpoint "
+                         f"({type(err).__name__}: {_last_line(err)})") from err
     if not isinstance(state_dict, Mapping) or not state_dict:
         raise TypeError(f"checkpoint {path.name!r} holds a {type(state_dict).__name__}, not a non-empty flat state "
                         "dict (dict of tensor names to tensors)")
@@ -65,6 +67,21 @@ def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
         raise TypeError(f"checkpoint {path.name!r} is not a flat state dict: entries {bad[:5]} are not tensors "
                         "(a training-state wrapper? pass the model/EMA state dict itself)")
     return dict(state_dict)
+
+
+def _read_checkpoint_file(path: Path):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _last_line(err: BaseException) -> str:
+    """The informative line of a multi-line library error (torch puts the reason last)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = next((line for line in lines if "Unsupported global" in line), lines[-1] if lines else "")
+    return reason or type(err).__name__
 
 
 def dataset_for_architecture(arch: OfficialUNetArchitecture, dataset: Union[str, DatasetPreset, None] = None
@@ -97,28 +114,21 @@ def sha256_of(path: PathLike, chunk_size: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+def _check_output_dir(output_dir: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse outputs whose replacement would destroy something else: the input checkpoint (inside the folder that
+    ``--overwrite`` replaces) or the current working directory (a folder cannot be renamed while it is in use)."""
+    target, source, cwd = output_dir.resolve(), checkpoint.resolve(), Path.cwd().resolve()
+    if target == source or target in source.parents:
+        raise ValueError(f"output folder {str(output_dir)!r} contains the input checkpoint {str(checkpoint)!r}: "
+                         "choose an output folder that does not hold the checkpoint")
+    if target == cwd or target in cwd.parents:
+        raise ValueError(f"output folder {str(output_dir)!r} is the current directory or one of its parents: "
+                         "choose a new folder, e.g. ./converted")
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"output {str(output_dir)!r} exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"output folder {str(output_dir)!r} is not empty; pass overwrite=True / --overwrite "
                               "to replace it")
-
-
-def _replace_folder(src: Path, dst: Path) -> None:
-    """Move the finished ``src`` to ``dst``; an old ``dst`` is moved aside first and deleted only afterwards."""
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-        os.rename(dst, old / dst.name)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        if old is not None:
-            os.rename(old / dst.name, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _check_finite(state_dict: Mapping[str, torch.Tensor], what: str) -> None:
@@ -179,7 +189,7 @@ def convert_official_checkpoint(
     from ..hub import write_model_card
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
-    _check_output_dir(output_dir, overwrite)
+    _check_output_dir(output_dir, checkpoint, overwrite)
     state_dict = load_official_checkpoint(checkpoint)
     arch = infer_official_architecture(state_dict, num_head_channels)
     preset = dataset_for_architecture(arch, dataset)
@@ -202,9 +212,7 @@ def convert_official_checkpoint(
     pipe = GescoPipeline(unet=unet, scheduler=scheduler, semantic_config=semantic_config)
     digest = sha256_of(checkpoint)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with staged_directory(output_dir) as tmp:  # committed whole at the end of the block, or deleted
         pipe.save_pretrained(tmp, safe_serialization=True)
         if fp16_variant:
             half = copy.deepcopy(unet).half()
@@ -222,10 +230,6 @@ def convert_official_checkpoint(
                 fp16_variant=fp16_variant, variance_channels_trained=variance_trained,
             ),
         )
-        _replace_folder(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if print_fn is not None:
         print_fn(f"wrote {output_dir}")
     return ConvertedCheckpoint(path=output_dir, architecture=arch, report=report, dataset=preset,
