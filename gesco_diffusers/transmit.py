@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -27,6 +26,7 @@ from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
 from .presets import DatasetPreset
 from .sender.codecs import available_codecs, encode_semantic_map
+from .utils.files import atomic_save, check_writable_dir
 from .visualize import colorize, make_panel
 
 FDS_METHODS = ("paper", "none")
@@ -118,21 +118,32 @@ class TransmitReport:
 def _save_atomically(image: PIL.Image.Image, path: Path) -> None:
     """Write next to the target, then rename: an existing file is replaced whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_save(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def output_paths(out_dir: Path, map_path: Path) -> dict[str, Path]:
+    """The files one run writes: named after the map, so a second run on the same map targets the same names."""
+    return {kind: out_dir / f"{map_path.stem}_{kind}.png" for kind in ("panel", "generated")}
+
+
+def check_outputs(out_dir: Path, map_path: Path, overwrite: bool) -> None:
+    """Before the model loads: the folder must be writable, and earlier outputs are replaced only when asked."""
+    check_writable_dir(out_dir, "--output folder")
+    existing = [path for path in output_paths(out_dir, map_path).values() if os.path.lexists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists (an earlier run on this map); pass --overwrite to replace it, "
+                              "or choose another --output folder")
 
 
 def transmit(args: argparse.Namespace) -> TransmitReport:
     torch.manual_seed(args.seed)
     map_path = Path(args.map) if args.map else sample_maps()[0]
+    if map_path.is_dir():
+        raise IsADirectoryError(f"--map {str(map_path)!r} is a folder; give one label map PNG")
     if not map_path.is_file():  # before the model loads: a typo must not cost the loading time
         raise FileNotFoundError(f"label map not found: {map_path}")
+    out_dir = Path(args.output)
+    check_outputs(out_dir, map_path, args.overwrite)
     pipe, model_desc = load_pipeline(args.model, args.device)
     pipe.set_progress_bar_config(disable=not args.progress)
     if args.sampler != "default":
@@ -187,10 +198,10 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     ]
     scale = max(1, 180 // size[0])
     panel = make_panel(tiles, size=(size[1] * scale, size[0] * scale))
-    out_dir = Path(args.output)
-    panel_path = out_dir / f"{map_path.stem}_panel.png"
+    paths = output_paths(out_dir, map_path)
+    panel_path = paths["panel"]
     _save_atomically(panel, panel_path)
-    _save_atomically(image, out_dir / f"{map_path.stem}_generated.png")
+    _save_atomically(image, paths["generated"])
 
     return TransmitReport(
         model=model_desc, map=str(map_path), resolution=size, channel=channel_desc, codec=args.codec,
@@ -216,6 +227,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="generation size (default: model's)")
     parser.add_argument("--output", default="outputs/transmit", help="output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the panel and image of an earlier run on the same map in --output")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--progress", action="store_true", help="show the sampling progress bar")

@@ -1,5 +1,6 @@
 """The `gesco` command line: `transmit` end to end, and one-line errors for bad arguments."""
 
+import os
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ def test_transmit_json_noiseless_and_digital(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["map_miou_received"] == 1.0 and report["map_miou_fds"] == 1.0
     assert report["bpp"] > 0 and report["channel"] == "noiseless"
-    assert run_transmit(tmp_path, "--channel", "digital", "--ebn0", "8") == 0
+    assert run_transmit(tmp_path, "--channel", "digital", "--ebn0", "8", "--overwrite") == 0  # same map, same folder
 
 
 def write_map(path, values):
@@ -72,3 +73,46 @@ def test_unknown_channel_is_a_usage_error_without_traceback():
     assert proc.returncode == 2
     assert "invalid choice: 'bsc'" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_transmit_never_replaces_earlier_outputs_silently(tmp_path, capsys, monkeypatch):
+    old_umask = os.umask(0o022)
+    try:
+        assert run_transmit(tmp_path, "--seed", "1") == 0
+        capsys.readouterr()
+        outputs = sorted((tmp_path / "out").iterdir())
+        assert [p.name.split("_")[-1] for p in outputs] == ["generated.png", "panel.png"]
+        assert {p.stat().st_mode & 0o777 for p in outputs} == {0o644}  # the umask's mode, not mkstemp's 0600
+        before = {p: p.read_bytes() for p in outputs}
+
+        import gesco_diffusers.transmit as transmit_module
+
+        def no_model(*args, **kwargs):
+            raise AssertionError("the model must not load when the outputs cannot be written")
+
+        # Refused before the model loads: an earlier run's outputs, an output path that is a file.
+        monkeypatch.setattr(transmit_module, "load_pipeline", no_model)
+        assert run_transmit(tmp_path, "--seed", "2") == 1
+        err = one_line_error(capsys)
+        assert "exists (an earlier run on this map)" in err and "--overwrite" in err
+        assert {p: p.read_bytes() for p in outputs} == before
+        (tmp_path / "file").write_text("not a folder")
+        assert main(["transmit", "--output", str(tmp_path / "file")]) == 1
+        assert "exists and is not a folder" in one_line_error(capsys)
+        assert main(["transmit", "--output", str(tmp_path / "file" / "sub")]) == 1
+        assert "is a file" in one_line_error(capsys)
+        assert main(["transmit", "--map", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+        assert "is a folder; give one label map PNG" in one_line_error(capsys)
+        monkeypatch.undo()
+
+        assert run_transmit(tmp_path, "--seed", "2", "--overwrite") == 0
+        assert sorted((tmp_path / "out").iterdir()) == outputs  # replaced in place, no temporary files
+        assert {p: p.read_bytes() for p in outputs} != before
+    finally:
+        os.umask(old_umask)
