@@ -9,6 +9,10 @@ provenance. The rendered card is parsed back by :class:`huggingface_hub.ModelCar
 :func:`publish_pipeline` uploads a folder with exactly the file filter that :meth:`GescoPipeline.download` applies
 (``TRAINING_STATE_PATTERNS``), so training checkpoints never reach the Hub and what is uploaded is what
 ``GescoPipeline.from_pretrained(repo_id)`` downloads.
+
+Nothing here leaks or overwrites: training arguments pass through :func:`redact_secrets` before they reach a card;
+an existing ``README.md`` (perhaps written by hand) is replaced only with ``overwrite=True`` / ``--overwrite-card``;
+``gesco publish --dry-run`` writes nothing and prints the card it would write.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from .pipelines.pipeline_gesco import TRAINING_STATE_PATTERNS
 from .presets import DatasetPreset, get_dataset_preset
+from .utils.files import atomic_write_text
+from .utils.secrets import redact_secrets  # noqa: F401  (re-exported: the one filter for cards, configs, trackers)
 
 PathLike = Union[str, os.PathLike]
 
@@ -162,6 +168,9 @@ def render_model_card(kind: str, *, template_dir: Optional[PathLike] = None, **f
         raise ValueError(f"model card kind {kind!r} does not match the pipeline's dataset {dataset['name']!r}")
 
     kpis = _check_kpis(fields.pop("kpis", None) or {})
+    for name in ("training_args", "channel_settings"):  # copied verbatim into the card: never with credentials
+        if isinstance(fields.get(name), Mapping):
+            fields[name] = redact_secrets(fields[name])
     source = (fields.get("conversion") or {}).get("source", "GESCO")
     defaults = dict(OFFICIAL_LICENSES.get(source, {})) if kind == "converted" else dict(license="apache-2.0")
     context = {
@@ -264,8 +273,8 @@ def card_fields_from_folder(folder: PathLike) -> dict:
     return fields
 
 
-def write_model_card(folder: PathLike, kind: Optional[str] = None, **fields: Any) -> ModelCard:
-    """Render the card of a saved pipeline folder and save it as ``README.md`` in it.
+def build_model_card(folder: PathLike, kind: Optional[str] = None, **fields: Any) -> ModelCard:
+    """Render the card of a saved pipeline folder without writing it.
 
     ``kind`` defaults to the folder's dataset (``semantic_config["dataset"]["name"]``); ``fields`` override or extend
     :func:`card_fields_from_folder` (e.g. ``training_args``, ``kpis``, ``conversion``, ``repo_id``).
@@ -277,8 +286,25 @@ def write_model_card(folder: PathLike, kind: Optional[str] = None, **fields: Any
             raise ValueError(f"{str(folder)!r} stores no dataset preset: pass kind= (one of {CARD_KINDS})")
         kind = DatasetPreset.from_dict(fields["dataset"]).name if isinstance(fields["dataset"], Mapping) \
             else str(fields["dataset"])
-    card = render_model_card(kind, **fields)
-    card.save(folder / "README.md")
+    return render_model_card(kind, **fields)
+
+
+def save_model_card(card: ModelCard, folder: PathLike, overwrite: bool = False) -> Path:
+    """Write ``card`` as ``folder/README.md`` (atomically); an existing README.md is replaced only if ``overwrite``."""
+    path = Path(folder) / "README.md"
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists (a hand-written card?); pass overwrite=True / --overwrite-card "
+                              "to replace it with the rendered card (--dry-run shows it first)")
+    atomic_write_text(path, str(card))
+    return path
+
+
+def write_model_card(folder: PathLike, kind: Optional[str] = None, *, overwrite: bool = False,
+                     **fields: Any) -> ModelCard:
+    """Render the card of a saved pipeline folder (:func:`build_model_card`) and save it as ``README.md`` in it; an
+    existing README.md is replaced only if ``overwrite``."""
+    card = build_model_card(folder, kind, **fields)
+    save_model_card(card, folder, overwrite=overwrite)
     return card
 
 
@@ -351,25 +377,49 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--commit-message", default="Upload GESCO pipeline")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
     parser.add_argument("--card-kind", choices=CARD_KINDS, default=None,
-                        help="(re)write README.md from this template before uploading")
+                        help="write README.md from this template before uploading")
     parser.add_argument("--training-args", default=None, help="JSON file with the training run's arguments")
     parser.add_argument("--kpis", default=None, help="JSON file {condition: {metric: value}} of measured KPIs")
-    parser.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded and stop")
+    parser.add_argument("--overwrite-card", action="store_true",
+                        help="replace an existing README.md with the card rendered from --card-kind/--training-args/"
+                             "--kpis (never replaced otherwise)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write and upload nothing: print the card that would be written and the files that would "
+                             "be uploaded")
     return parser
 
 
+def _print_dry_run(folder: Path, card: Optional[ModelCard], overwrite_card: bool) -> None:
+    readme = folder / "README.md"
+    files = files_to_upload(folder)
+    if card is not None:
+        if readme.exists() and not overwrite_card:
+            state = "exists: a real run refuses to replace it without --overwrite-card"
+        else:
+            state = "would be written" + (" (replacing the existing one)" if readme.exists() else "")
+        print(f"--- {readme} {state}; dry run: nothing written ---")
+        print(str(card).rstrip("\n"))
+        files = sorted(set(files) | {"README.md"})
+    print("--- files that would be uploaded ---")
+    print("\n".join(files))
+
+
 def run(args: argparse.Namespace, api: Optional[HfApi] = None) -> int:
+    folder = Path(args.folder)
     training_args = _load_json_arg(args.training_args, "training-args")
     kpis = _load_json_arg(args.kpis, "kpis")
+    card = None
     if args.card_kind or training_args is not None or kpis is not None:
-        write_model_card(args.folder, kind=args.card_kind, repo_id=args.repo_id, training_args=training_args,
-                         kpis=kpis)
+        card = build_model_card(folder, kind=args.card_kind, repo_id=args.repo_id, training_args=training_args,
+                                kpis=kpis)
     if args.dry_run:
-        print("\n".join(files_to_upload(args.folder)))
+        _print_dry_run(folder, card, args.overwrite_card)
         return 0
-    info = publish_pipeline(args.folder, args.repo_id, token=args.token, private=args.private,
+    if card is not None:
+        save_model_card(card, folder, overwrite=args.overwrite_card)
+    info = publish_pipeline(folder, args.repo_id, token=args.token, private=args.private,
                             commit_message=args.commit_message, api=api)
-    print(f"uploaded {args.folder} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    print(f"uploaded {folder} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
     return 0
 
 

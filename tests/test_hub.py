@@ -274,11 +274,75 @@ def test_publish_cli_writes_the_card_and_uploads(tmp_path, camvid_folder, capsys
     card_args = ["--kpis", str(tmp_path / "kpis.json"), "--training-args", str(tmp_path / "args.json")]
 
     assert main([str(folder), "org/cli", "--dry-run", *card_args], api=api) == 0
-    assert capsys.readouterr().out.split() == PIPELINE_FILES and api.calls == []
-    assert "| clean map | 0.412 | 88.5 | 0.51 |" in (folder / "README.md").read_text()
+    printed = capsys.readouterr().out
+    assert "| clean map | 0.412 | 88.5 | 0.51 |" in printed and api.calls == []
+    assert printed.split("--- files that would be uploaded ---")[1].split() == PIPELINE_FILES
+    assert not (folder / "README.md").exists()  # a dry run writes nothing
 
     assert main([str(folder), "org/cli", "--card-kind", "camvid"], api=api) == 0
     assert "uploaded" in capsys.readouterr().out
     assert api.calls[1][1]["files"] == PIPELINE_FILES
     with pytest.raises(FileNotFoundError, match="--kpis"):
         main([str(folder), "org/cli", "--kpis", str(tmp_path / "missing.json")], api=api)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+SECRET_ARGS = {**TRAINING_ARGS, "hub_token": "hf_" + "a" * 34, "wandb_api_key": "0123456789abcdef",
+               "report": {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "db_password": "hunter2"},
+               "command": "train.py --push_to_hub --token hf_" + "b" * 34, "author": "kept", "keep_checkpoint": True}
+LEAKS = ("a" * 34, "b" * 34, "0123456789abcdef", "s3cr3t-value", "hunter2")
+
+
+def test_publish_never_writes_on_a_dry_run_never_replaces_a_card_unasked_and_never_leaks(tmp_path, camvid_folder,
+                                                                                         capsys):
+    folder = tmp_path / "pipe"
+    shutil.copytree(camvid_folder, folder)
+    (folder / "README.md").write_text("# My model\n\nHand-written notes that took an afternoon.\n")
+    (tmp_path / "args.json").write_text(json.dumps(SECRET_ARGS))
+    api = FakeHfApi(tmp_path / "remote")
+    before = snapshot(folder)
+    card_args = [str(folder), "org/x", "--training-args", str(tmp_path / "args.json")]
+
+    assert main([*card_args, "--dry-run"], api=api) == 0
+    printed = capsys.readouterr().out
+    assert snapshot(folder) == before and api.calls == []
+    assert "learning_rate" in printed and "<redacted>" in printed and "kept" in printed
+    assert "refuses to replace it without --overwrite-card" in printed
+    assert not any(leak in printed for leak in LEAKS)
+
+    with pytest.raises(FileExistsError, match="--overwrite-card"):
+        main(card_args, api=api)
+    assert snapshot(folder) == before and api.calls == []
+
+    from gesco_diffusers.cli import main as gesco_main
+
+    assert gesco_main(["publish", *card_args]) == 1  # the command line reports it in one line
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "README.md' exists" in err
+
+    assert main([*card_args, "--overwrite-card"], api=api) == 0
+    card = (folder / "README.md").read_text()
+    assert "Hand-written" not in card and "learning_rate" in card and "<redacted>" in card
+    assert not any(leak in card for leak in LEAKS)
+    remote_card = (tmp_path / "remote" / "org/x" / "README.md").read_text()
+    assert remote_card == card
+
+
+def test_redact_secrets_reaches_nested_values_and_keeps_ordinary_keys(pipeline_fields):
+    from gesco_diffusers.hub import redact_secrets
+
+    redacted = redact_secrets(SECRET_ARGS)
+    assert redacted["hub_token"] == redacted["wandb_api_key"] == "<redacted>"
+    assert redacted["report"] == {"AWS_SECRET_ACCESS_KEY": "<redacted>", "db_password": "<redacted>"}
+    assert redacted["command"] == "train.py --push_to_hub --token <redacted>"
+    assert {k: redacted[k] for k in (*TRAINING_ARGS, "author", "keep_checkpoint")} == \
+        {**TRAINING_ARGS, "author": "kept", "keep_checkpoint": True}
+    assert SECRET_ARGS["hub_token"].startswith("hf_a")  # the input is not modified
+    assert redact_secrets({"token": None}) == {"token": None}
+    for name in ("HF_TOKEN", "hfToken", "apiKey", "auth", "Authorization", "credentials_file", "private_key"):
+        assert redact_secrets({name: "x"}) == {name: "<redacted>"}, name
+    card = render_model_card("camvid", **pipeline_fields, training_args=SECRET_ARGS)
+    assert not any(leak in str(card) for leak in LEAKS)
