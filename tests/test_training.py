@@ -27,13 +27,17 @@ from gesco_diffusers.training import (
     NoisyMapSchedule,
     SemanticDiffusionObjective,
     build_ema,
+    check_output_dir,
     commit_directory,
     drop_conditioning,
     latest_checkpoint,
     list_checkpoints,
+    load_checkpoint,
+    read_state,
     resolve_checkpoint,
     rotate_checkpoints,
     save_checkpoint,
+    write_state,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,11 +221,205 @@ def test_save_checkpoint_writes_through_a_temporary_folder(tmp_path):
     junk.mkdir()
     (junk / "garbage").write_text("x")
     for step in (1, 2, 3):
-        save_checkpoint(accelerator, tmp_path, step, total_limit=2)
+        save_checkpoint(accelerator, tmp_path, step, total_limit=2, models={"model": model}, optimizers={},
+                        schedulers={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"]
     assert not (tmp_path / "checkpoint-3" / "garbage").exists()
     assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
     del model
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pickle-free training state (issue #14)
+
+
+class PlantedCode:
+    """Unpickling this object opens (creates) ``marker``: what a planted checkpoint file could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+#: The pickle files Accelerate's save_state/load_state use, plus train_judge's former training_state.pt.
+PICKLE_NAMES = ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin",
+                "pytorch_model.bin", "scaler.pt", "training_state.pt")
+
+
+def plant_pickles(folder: Path, marker: Path) -> None:
+    for name in PICKLE_NAMES:
+        torch.save({"state": PlantedCode(marker)}, folder / name)
+
+
+def test_planted_pickles_do_run_code_when_unpickled(tmp_path):
+    """The bait works: loading it the way Accelerate loads registered objects (weights_only=False) runs it."""
+    plant_pickles(tmp_path, tmp_path / "ran")
+    torch.load(tmp_path / "custom_checkpoint_0.pkl", weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+def toy_training(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.8, 0.95), weight_decay=0.01)
+    from diffusers.optimization import get_scheduler
+
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=2, num_training_steps=12)
+    return model, optimizer, scheduler, build_ema(model.parameters(), decay=0.9)
+
+
+def toy_steps(model, optimizer, scheduler, ema, steps) -> list[float]:
+    losses = []
+    for step in steps:  # data drawn from the step counter, as in train.py
+        x = torch.randn(5, 3, generator=torch.Generator().manual_seed(step))
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        ema.step(model.parameters())
+        losses.append(loss.item())
+    return losses
+
+
+def test_checkpoint_round_trip_resumes_exactly_without_pickle(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model, optimizer, scheduler, ema = toy_training(0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    toy_steps(model, optimizer, scheduler, ema, range(3))
+    state = dict(models={"model": model}, optimizers={"optimizer": optimizer}, schedulers={"lr_scheduler": scheduler},
+                 emas={"ema": ema})
+    path = save_checkpoint(accelerator, tmp_path, 3, extra={"epoch": 1, "pair": ("a", 2)}, **state)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "checkpoint.json", "ema.json", "ema.safetensors", "lr_scheduler.json", "model.safetensors",
+        "optimizer.json", "optimizer.safetensors"]
+    reference = toy_steps(model, optimizer, scheduler, ema, range(3, 6))
+
+    other, other_optimizer, other_scheduler, other_ema = toy_training(1)  # different initial weights
+    other, other_optimizer, other_scheduler = accelerator.prepare(other, other_optimizer, other_scheduler)
+    plant_pickles(path, tmp_path / "ran")  # never opened: only checkpoint.json and the named files are read
+    resumed = dict(models={"model": other}, optimizers={"optimizer": other_optimizer},
+                   schedulers={"lr_scheduler": other_scheduler}, emas={"ema": other_ema})
+    assert load_checkpoint(accelerator, path, **resumed) == {"epoch": 1, "pair": ("a", 2)}
+    assert toy_steps(other, other_optimizer, other_scheduler, other_ema, range(3, 6)) == reference
+    for ours, theirs in zip(other.parameters(), model.parameters()):
+        assert torch.equal(ours, theirs)
+    for ours, theirs in zip(other_ema.shadow_params, ema.shadow_params):
+        assert torch.equal(ours, theirs)
+    assert other_ema.optimization_step == ema.optimization_step == 6
+    assert other_scheduler.get_last_lr() == scheduler.get_last_lr()
+    assert other_optimizer.state_dict()["param_groups"][0]["betas"] == (0.8, 0.95)
+    assert not (tmp_path / "ran").exists()
+
+    with pytest.raises(ValueError, match=r"holds emas \['ema'\], this run has \[\]"):
+        load_checkpoint(accelerator, path, **{**resumed, "emas": {}})
+    with pytest.raises(ValueError, match="does not fit this model"):
+        load_checkpoint(accelerator, path, **{**resumed, "emas": {"ema": build_ema(torch.nn.Linear(2, 2).parameters())}})
+    with pytest.raises(ValueError, match="not usable as file stems"):
+        save_checkpoint(accelerator, tmp_path, 4, models={"checkpoint": model}, optimizers={}, schedulers={})
+
+
+def test_resuming_never_unpickles_planted_files(tmp_path):
+    """A folder with Accelerate's pickles (and no checkpoint.json) is refused in one line; nothing is unpickled."""
+    from accelerate import Accelerator
+
+    folder = tmp_path / "checkpoint-5"
+    folder.mkdir()
+    plant_pickles(folder, tmp_path / "ran")
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="no checkpoint.json: not a checkpoint of this version") as info:
+        load_checkpoint(Accelerator(cpu=True), folder, models={"model": model}, optimizers={}, schedulers={})
+    assert len(str(info.value).splitlines()) == 1 and not (tmp_path / "ran").exists()
+
+
+def test_state_files_keep_types_and_shared_tensors(tmp_path):
+    shared = torch.arange(4.0)
+    state = {"ints": {0: torch.ones(2), 7: (1, 2.5, None, "x")}, "flag": True, "nan": float("inf"),
+             "a": shared, "b": shared, "view": shared[1:3], "array": np.arange(3), "__tuple__": [1]}
+    write_state(tmp_path, "thing", state)
+    loaded = read_state(tmp_path, "thing")
+    assert set(loaded) == set(state) and loaded["ints"][7] == (1, 2.5, None, "x") and loaded["flag"] is True
+    assert torch.equal(loaded["ints"][0], torch.ones(2)) and loaded["nan"] == float("inf")
+    assert torch.equal(loaded["b"], shared) and torch.equal(loaded["view"], shared[1:3])
+    assert np.array_equal(loaded["array"], np.arange(3)) and loaded["__tuple__"] == [1]
+    with pytest.raises(TypeError, match="cannot be stored without pickle"):
+        write_state(tmp_path, "bad", {"object": Path("/")})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output folders (issue #14): a new run never writes over an earlier one unasked
+
+
+def earlier_run(folder: Path, checkpoint: bool = True) -> dict[str, bytes]:
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    (folder / "model_index.json").write_text("{}")
+    (folder / "train_log.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    (folder / "notes.txt").write_text("mine")
+    if checkpoint:
+        (folder / "checkpoint-2").mkdir()
+        (folder / "checkpoint-2" / "checkpoint.json").write_text("{}")
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_check_output_dir_refuses_resumes_or_overwrites_explicitly(tmp_path):
+    assert check_output_dir(tmp_path / "new", None, False) == []
+    (tmp_path / "empty").mkdir()
+    assert check_output_dir(tmp_path / "empty", None, False) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="exists and is not a folder"):
+        check_output_dir(tmp_path / "file", None, False)
+    run = tmp_path / "run"
+    files = earlier_run(run)
+    with pytest.raises(FileExistsError) as info:
+        check_output_dir(run, None, False)
+    message = str(info.value)
+    assert str(run) in message and "--resume_from_checkpoint latest" in message and "--overwrite_output_dir" in message
+    assert len(message.splitlines()) == 1
+    assert check_output_dir(run, "latest", False) == []
+    with pytest.raises(ValueError, match="contradict"):
+        check_output_dir(run, "latest", True)
+    assert check_output_dir(run, None, True, is_main_process=False) == []  # only the main process deletes
+    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == files
+    removed = check_output_dir(run, None, True, is_main_process=True)
+    assert sorted(p.name for p in removed) == ["checkpoint-2", "model_index.json", "train_log.jsonl", "unet"]
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]  # not a run file: kept
+
+    no_checkpoint = tmp_path / "killed-early"
+    earlier_run(no_checkpoint, checkpoint=False)
+    with pytest.raises(FileExistsError, match="no committed checkpoint to resume from"):
+        check_output_dir(no_checkpoint, "latest", False)
+
+
+def test_train_refuses_an_earlier_run_before_writing_anything(tmp_path):
+    out = tmp_path / "run"
+    files = earlier_run(out)
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        train.main(train.parse_args(tiny_args(out, extra=["--report_to", "none"])))
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    assert train.parse_args(tiny_args(out, extra=["--overwrite_output_dir"])).overwrite_output_dir is True
+
+
+def test_resume_drops_a_half_written_last_log_line(tmp_path, caplog):
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": i, "loss": 0.5}) + "\n" for i in range(1, 6)) + '{"step": 6, "lo')
+    train.truncate_log(log, 4)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+    log.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="line 2: not a JSON record"):
+        train.truncate_log(log, 3)
+
+
+def test_tracker_config_never_holds_secrets():
+    args = train.parse_args(tiny_args("out"))
+    args.hub_token, args.wandb_api_key = "hf_" + "x" * 34, "abcdef"
+    config = train.tracker_config(args)
+    assert config["hub_token"] == config["wandb_api_key"] == "<redacted>" and config["learning_rate"] == 1e-4
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -343,13 +541,13 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_
     out = tmp_path / "resumed"
     real_save = train.save_checkpoint
 
-    def killed_while_saving(accelerator, output_dir, step, total_limit=None):
+    def killed_while_saving(accelerator, output_dir, step, total_limit=None, **state):
         if step == 6:  # die half-way through writing checkpoint 6
             tmp = Path(output_dir) / f".checkpoint-{step}.tmp"
             tmp.mkdir()
             (tmp / "model.safetensors").write_bytes(b"truncated")
             raise KeyboardInterrupt("simulated kill")
-        return real_save(accelerator, output_dir, step, total_limit)
+        return real_save(accelerator, output_dir, step, total_limit, **state)
 
     monkeypatch.setattr(train, "save_checkpoint", killed_while_saving)
     with pytest.raises(KeyboardInterrupt):
@@ -357,6 +555,9 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_
     monkeypatch.setattr(train, "save_checkpoint", real_save)
     assert latest_checkpoint(out).name == "checkpoint-4" and len(read_log(out)) == 6
     assert read_log(out)[3]["epoch"] == 1  # 3 batches per epoch: the resume point is in the middle of an epoch
+    plant_pickles(out / "checkpoint-4", tmp_path / "ran")  # resuming must not unpickle anything
+    with (out / train.TRAIN_LOG).open("a") as f:
+        f.write('{"step": 7, "epoch": 2, "lo')  # killed while appending a line
 
     train.main(train.parse_args(tiny_args(out, extra=["--report_to", "none", "--resume_from_checkpoint", "latest"])))
     resumed, reference = read_log(out), read_log(launched_run)
@@ -368,7 +569,7 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_
         ours, theirs = load_file(str(out / name)), load_file(str(launched_run / name))
         for key in theirs:
             torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
-    assert not (out / ".checkpoint-6.tmp").exists()
+    assert not (out / ".checkpoint-6.tmp").exists() and not (tmp_path / "ran").exists()
 
 
 @needs_camvid

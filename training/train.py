@@ -18,7 +18,8 @@ Per optimizer step (see :class:`gesco_diffusers.training.SemanticDiffusionObject
 4. ``L = L_simple + lambda L_vlb`` (Eq. 9-11, ``--vlb_weight`` = lambda = 0.001), AdamW, EMA 0.9999.
 
 Outputs in ``--output_dir``: ``checkpoint-<step>/`` (Accelerate state, committed atomically, rotated with
-``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` (one line per
+``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``; safetensors + JSON, no pickle, see
+:mod:`gesco_diffusers.training.checkpoints`), ``train_log.jsonl`` (one line per
 optimizer step: loss, mse, vb, psnr, lr), ``validation/step-<step>.png`` (fixed validation maps rendered with the EMA
 weights), ``logs/`` (tensorboard, ``--report_to``) and, at the end, a ``GescoPipeline`` (``model_index.json``,
 ``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with the default
@@ -27,6 +28,9 @@ sampler, SDE-DPM-Solver++, and ``semantic_config`` with the dataset preset) that
 
 Runs are reproducible from ``--seed``: data order, augmentations and all noise are derived from the seed and the
 step/epoch/row counters, so a resumed run continues exactly as an uninterrupted one would (same losses).
+
+A new run refuses an ``--output_dir`` that already holds files: continue the earlier run with
+``--resume_from_checkpoint latest`` or delete it with ``--overwrite_output_dir``.
 """
 
 from __future__ import annotations
@@ -76,14 +80,19 @@ from gesco_diffusers.training import (
     OFFICIAL_TRAINING_PSNRS,
     PAPER_CLEAN_PROBABILITY,
     PAPER_TRAINING_PSNRS,
+    RUN_FILES,
     NoisyMapSchedule,
     SemanticDiffusionObjective,
     build_ema,
+    check_output_dir,
+    checkpoint_step,
+    load_checkpoint,
     parse_args_with_config,
     resolve_checkpoint,
     save_checkpoint,
     validation_grid,
 )
+from gesco_diffusers.utils.secrets import redact_secrets
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -200,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpointing_steps", type=int, default=500)
     g.add_argument("--checkpoints_total_limit", type=int, default=None)
     g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder")
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="start a new run in an --output_dir that holds an earlier one, deleting its checkpoints, "
+                        "log, validation images and pipeline (other files are kept)")
     return p
 
 
@@ -347,6 +359,12 @@ class ValidationMaps:
         return path
 
 
+def train_run_files(args) -> tuple[str, ...]:
+    """What this script writes into ``--output_dir`` (removed by ``--overwrite_output_dir``)."""
+    logging_dir = Path(args.logging_dir)
+    return RUN_FILES + ((args.logging_dir,) if not logging_dir.is_absolute() and ".." not in logging_dir.parts else ())
+
+
 def scheduler_overrides(args) -> dict[str, Any]:
     return {"num_train_timesteps": args.num_train_timesteps, "beta_schedule": args.beta_schedule}
 
@@ -362,16 +380,39 @@ def semantic_config(args, preset: DatasetPreset, noise_schedule: Optional[NoisyM
 
 
 def tracker_config(args) -> dict[str, Any]:
-    """Hyper-parameters for the trackers (tensorboard's hparams accept scalars and strings only)."""
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+    """Hyper-parameters for the trackers (tensorboard's hparams accept scalars and strings only), secrets redacted."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in redact_secrets(vars(args)).items()}
 
 
 def truncate_log(path: Path, last_step: int) -> None:
-    """Drop log lines past the resumed step (written by the interrupted run after its last checkpoint)."""
+    """Drop log lines past the resumed step (written by the interrupted run after its last checkpoint).
+
+    A run killed while appending can leave a half-written last line: it is dropped with a warning. A damaged line
+    anywhere else is an error, since the log would no longer say what happened.
+    """
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    lines = path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not a JSON record ({err}); fix or remove the line") from err
+            logger.warning(f"{path}: dropping the half-written last line {number} ({line[:60]!r})")
+            continue
+        if record["step"] <= last_step:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def checkpoint_contents(unet, optimizer, lr_scheduler, ema) -> dict[str, dict]:
+    """What a checkpoint holds (the names are its file stems): ``save_checkpoint`` / ``load_checkpoint`` arguments."""
+    return {"models": {"model": unet}, "optimizers": {"optimizer": optimizer},
+            "schedulers": {"lr_scheduler": lr_scheduler}, "emas": {"ema": ema} if ema is not None else {}}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -389,6 +430,11 @@ def main(args: argparse.Namespace) -> Path:
                                             logging_dir=str(output_dir / args.logging_dir)),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    # Before anything is written: an earlier run in output_dir is continued or deleted only when asked.
+    run_files = train_run_files(args)
+    check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,
+                     is_main_process=accelerator.is_main_process, run_files=run_files)
+    accelerator.wait_for_everyone()
     set_seed(args.seed)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -454,7 +500,7 @@ def main(args: argparse.Namespace) -> Path:
         max_train_steps = args.num_epochs * steps_per_epoch
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
+    state = checkpoint_contents(unet, optimizer, lr_scheduler, ema)
     validation = ValidationMaps(args, preset, resolution, val_source) if accelerator.is_main_process else None
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
@@ -464,10 +510,8 @@ def main(args: argparse.Namespace) -> Path:
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if checkpoint is not None:
         logger.info(f"resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        if ema is not None:
-            ema.to(accelerator.device)  # Accelerate loads registered objects on the CPU
-        global_step = int(checkpoint.name.split("-")[-1])
+        load_checkpoint(accelerator, checkpoint, **state)
+        global_step = checkpoint_step(checkpoint)
         if accelerator.is_main_process:
             truncate_log(output_dir / TRAIN_LOG, global_step)
     elif args.resume_from_checkpoint is not None:
@@ -525,7 +569,7 @@ def main(args: argparse.Namespace) -> Path:
             accelerator.log({k: record[k] for k in ("loss", "mse", "vb", "lr")}, step=global_step)
 
             if global_step % args.checkpointing_steps == 0:
-                path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, **state)
                 last_saved = global_step
                 logger.info(f"saved state to {path}")
             if global_step % args.validation_steps == 0 and accelerator.is_main_process:
@@ -545,7 +589,7 @@ def main(args: argparse.Namespace) -> Path:
 
     # ---- final state and pipeline
     if last_saved != global_step:
-        path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+        path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, **state)
         logger.info(f"saved state to {path}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -3,14 +3,19 @@ atomic checkpoints, config files and validation grids."""
 
 from .checkpoints import (
     CHECKPOINT_PREFIX,
+    RUN_FILES,
+    check_output_dir,
     checkpoint_step,
     commit_directory,
     latest_checkpoint,
     list_checkpoints,
+    load_checkpoint,
+    read_state,
     resolve_checkpoint,
     rotate_checkpoints,
     save_checkpoint,
     temporary_checkpoint_dir,
+    write_state,
 )
 from .config import config_to_argv, load_config_file, parse_args_with_config
 from .ema import EMA_SCHEDULES, ConstantDecayEMAModel, build_ema
@@ -31,10 +36,12 @@ __all__ = [
     "OFFICIAL_TRAINING_PSNRS",
     "PAPER_CLEAN_PROBABILITY",
     "PAPER_TRAINING_PSNRS",
+    "RUN_FILES",
     "ConstantDecayEMAModel",
     "NoisyMapSchedule",
     "SemanticDiffusionObjective",
     "build_ema",
+    "check_output_dir",
     "checkpoint_step",
     "colorize_labels",
     "commit_directory",
@@ -42,11 +49,14 @@ __all__ = [
     "drop_conditioning",
     "latest_checkpoint",
     "list_checkpoints",
+    "load_checkpoint",
     "load_config_file",
     "parse_args_with_config",
+    "read_state",
     "resolve_checkpoint",
     "rotate_checkpoints",
     "save_checkpoint",
     "temporary_checkpoint_dir",
     "validation_grid",
+    "write_state",
 ]
