@@ -215,3 +215,63 @@ def test_smoke_training_writes_a_loadable_judge(tmp_path):
 def test_smoke_refuses_to_overwrite_the_shipped_judge():
     with pytest.raises(SystemExit):
         train_judge.parse_args(["--smoke"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Resuming never unpickles (issue #14)
+
+
+class PlantedCode:
+    """Unpickling this object opens (creates) ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_training_checkpoint_round_trip_never_unpickles(tmp_path, tiny_judge_dir):
+    from transformers import SegformerForSemanticSegmentation
+
+    def setup(seed):
+        torch.manual_seed(seed)
+        model = SegformerForSemanticSegmentation.from_pretrained(tiny_judge_dir)
+        for p in model.parameters():
+            p.data.add_(torch.randn_like(p) * 0.01)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3), torch.Generator().manual_seed(seed)
+
+    model, optimizer, generator = setup(0)
+    model(pixel_values=torch.rand(1, 3, 16, 16)).logits.mean().backward()
+    optimizer.step()
+    torch.rand(5, generator=generator)
+    ckpt = tmp_path / "judge.checkpoint"
+    train_judge.save_training_checkpoint(ckpt, model, optimizer, generator, 7, 12.5, [0.9, 0.8])
+    assert sorted(p.suffix for p in ckpt.iterdir()) == [".json", ".json", ".json", ".safetensors", ".safetensors",
+                                                        ".safetensors"]
+    torch.save({"state": PlantedCode(tmp_path / "ran")}, ckpt / "training_state.pt")  # the former pickle's name
+
+    other, other_optimizer, other_generator = setup(1)
+    assert train_judge.load_training_checkpoint(ckpt, other, other_optimizer, other_generator) == (7, 12.5, [0.9, 0.8])
+    assert not (tmp_path / "ran").exists()
+    assert torch.equal(other_generator.get_state(), generator.get_state())
+    for ours, theirs in zip(other.parameters(), model.parameters()):
+        assert torch.equal(ours, theirs)
+    assert other_optimizer.state_dict()["state"][0]["exp_avg"].equal(optimizer.state_dict()["state"][0]["exp_avg"])
+
+    (ckpt / "training_state.json").unlink()  # only the pickle left: refused, not unpickled
+    with pytest.raises(ValueError, match="is a pickle from an older version"):
+        train_judge.load_training_checkpoint(ckpt, other, other_optimizer, other_generator)
+    assert not (tmp_path / "ran").exists()
+    assert train_judge.load_training_checkpoint(tmp_path / "none", other, other_optimizer, other_generator) is None
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid data not available (../shared/data/camvid)")
+def test_resume_ignores_a_planted_pickle(tmp_path, capsys):
+    out = tmp_path / "judge"
+    common = ["--smoke", "--output_dir", str(out), "--skip_eval", "--keep_checkpoint"]
+    assert train_judge.main(common)["training"]["steps"] == 3  # checkpoint at step 2 (every 2 steps), kept
+    ckpt = out.with_name("judge.checkpoint")
+    torch.save({"state": PlantedCode(tmp_path / "ran")}, ckpt / "training_state.pt")
+    assert train_judge.main([*common, "--resume"])["training"]["steps"] == 3
+    assert f"resumed from {ckpt} at step 2" in capsys.readouterr().out and not (tmp_path / "ran").exists()

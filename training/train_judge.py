@@ -22,8 +22,9 @@ Recipe (all of it seeded by ``--seed``):
 The run stops at ``--max_steps`` or when ``--max_minutes`` of wall-clock time are used, whichever comes first. The
 trainer checkpoints every ``--checkpoint_every`` steps into ``<output_dir>/../<name>.checkpoint`` by writing a temporary
 folder and swapping it in with ``os.replace``, so a checkpoint on disk is never half-written; ``--resume`` continues
-from it. The final model is saved (``save_pretrained``, safetensors, fp16 by default) to ``--output_dir`` the same way,
-together with ``preprocessor_config.json`` (normalisation), ``judge_config.json`` (ignore id, class names) and
+from it. The checkpoint holds safetensors and JSON only, so resuming never unpickles (never runs code planted in the
+folder). The final model is saved (``save_pretrained``, safetensors, fp16 by default) to ``--output_dir`` the same
+way, together with ``preprocessor_config.json`` (normalisation), ``judge_config.json`` (ignore id, class names) and
 ``training_log.json``. ``--evaluate`` (run after training unless ``--skip_eval``; or alone with ``--eval_only``)
 measures mIoU on the 101 CamVid validation photos at 180x240 and at the 64x80 generation resolution and writes the
 model card ``README.md``.
@@ -40,10 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -52,6 +51,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+try:
+    import gesco_diffusers  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gesco_diffusers.training.checkpoints import read_state, write_state  # noqa: E402
+from gesco_diffusers.utils.files import atomic_write_text, staged_directory  # noqa: E402
+from gesco_diffusers.utils.secrets import redact_secrets  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "camvid"
@@ -166,46 +174,56 @@ def poly_lr(step: int, progress: float, base_lr: float, warmup: int, power: floa
     return base_lr * max(0.0, 1.0 - progress) ** power
 
 
-def _swap_in(tmp_dir: Path, final_dir: Path) -> None:
-    """Replace ``final_dir`` by the fully written ``tmp_dir``: the old copy is moved aside first with ``os.replace``
-    (atomic rename), so ``final_dir`` only ever holds a complete save."""
-    old_dir = final_dir.with_name(final_dir.name + ".old")
-    if old_dir.exists():
-        shutil.rmtree(old_dir)
-    if final_dir.exists():
-        os.replace(final_dir, old_dir)
-    os.replace(tmp_dir, final_dir)
-    if old_dir.exists():
-        shutil.rmtree(old_dir)
-
-
 def save_judge(model, output_dir: Path, extra_files: dict[str, dict], fp16: bool) -> None:
-    """``save_pretrained`` (safetensors) + JSON side files into a temporary sibling folder, then swap it in."""
+    """``save_pretrained`` (safetensors) + JSON side files into a temporary sibling folder, then swap it in (with the
+    umask's permissions: shipped assets are readable like any package file)."""
     from transformers import SegformerImageProcessor
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=output_dir.name + ".tmp", dir=output_dir.parent))
-    to_save = model
-    if fp16:
-        import copy
+    with staged_directory(output_dir) as tmp_dir:
+        to_save = model
+        if fp16:
+            import copy
 
-        to_save = copy.deepcopy(model).to(torch.float16)
-    to_save.save_pretrained(tmp_dir, safe_serialization=True)
-    # Inputs are used at their own resolution (no resize) and normalised with the ImageNet statistics.
-    SegformerImageProcessor(
-        do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD), do_reduce_labels=False,
-    ).save_pretrained(tmp_dir)
-    for name, content in extra_files.items():
-        (tmp_dir / name).write_text(json.dumps(content, indent=2) + "\n")
-    readme = output_dir / "README.md"
-    if readme.is_file():  # keep the model card until the evaluation rewrites it
-        shutil.copy2(readme, tmp_dir / "README.md")
-    # mkdtemp creates a private (0700) folder; shipped assets must be world-readable like any package file.
-    os.chmod(tmp_dir, 0o755)
-    for path in tmp_dir.iterdir():
-        os.chmod(path, 0o644)
-    _swap_in(tmp_dir, output_dir)
+            to_save = copy.deepcopy(model).to(torch.float16)
+        to_save.save_pretrained(tmp_dir, safe_serialization=True)
+        # Inputs are used at their own resolution (no resize) and normalised with the ImageNet statistics.
+        SegformerImageProcessor(
+            do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(IMAGENET_MEAN),
+            image_std=list(IMAGENET_STD), do_reduce_labels=False,
+        ).save_pretrained(tmp_dir)
+        for name, content in extra_files.items():
+            (tmp_dir / name).write_text(json.dumps(content, indent=2) + "\n")
+        readme = output_dir / "README.md"
+        if readme.is_file():  # keep the model card until the evaluation rewrites it
+            shutil.copy2(readme, tmp_dir / "README.md")
+
+
+def save_training_checkpoint(ckpt_dir: Path, model, optimizer, generator: torch.Generator, step: int,
+                             elapsed_s: float, losses: list[float]) -> None:
+    """The resumable state, in safetensors + JSON (no pickle), committed whole by a rename. The weights are stored as
+    the module's own ``state_dict()`` (transformers' ``save_pretrained`` may rename keys on the way to the Hub
+    format, and ``load_state_dict`` would not find them)."""
+    with staged_directory(ckpt_dir) as tmp:
+        write_state(tmp, "model", model.state_dict())
+        write_state(tmp, "optimizer", optimizer.state_dict())
+        write_state(tmp, "training_state", {"generator": generator.get_state(), "step": step, "elapsed_s": elapsed_s,
+                                            "losses": losses})
+
+
+def load_training_checkpoint(ckpt_dir: Path, model, optimizer,
+                             generator: torch.Generator) -> Optional[tuple[int, float, list[float]]]:
+    """Restore :func:`save_training_checkpoint`'s state; ``None`` without a checkpoint. Reads JSON and safetensors
+    only: a ``training_state.pt`` (the former pickle format) is refused, never unpickled."""
+    if not (ckpt_dir / "training_state.json").is_file():
+        if (ckpt_dir / "training_state.pt").exists():
+            raise ValueError(f"{ckpt_dir / 'training_state.pt'} is a pickle from an older version of this script and "
+                             f"is not loaded (unpickling can run code); delete {ckpt_dir} to start over")
+        return None
+    model.load_state_dict(read_state(ckpt_dir, "model"))
+    optimizer.load_state_dict(read_state(ckpt_dir, "optimizer"))
+    state = read_state(ckpt_dir, "training_state")
+    generator.set_state(state["generator"])
+    return state["step"], state["elapsed_s"], state["losses"]
 
 
 def judge_config() -> dict:
@@ -232,15 +250,11 @@ def train(args: argparse.Namespace) -> dict:
     model = build_model(args.decoder_hidden_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step, elapsed_before, losses = 0, 0.0, []
-    if args.resume and (ckpt_dir / "training_state.pt").is_file():
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(ckpt_dir / "model.safetensors"))
-        state = torch.load(ckpt_dir / "training_state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, elapsed_before, losses = state["step"], state["elapsed_s"], state["losses"]
-        print(f"resumed from {ckpt_dir} at step {step}", flush=True)
+    if args.resume:
+        resumed = load_training_checkpoint(ckpt_dir, model, optimizer, generator)
+        if resumed is not None:
+            step, elapsed_before, losses = resumed
+            print(f"resumed from {ckpt_dir} at step {step}", flush=True)
 
     num_params = sum(p.numel() for p in model.parameters())
     print(f"SegFormer judge: {num_params / 1e6:.3f} M parameters; {len(images)} training images", flush=True)
@@ -249,14 +263,8 @@ def train(args: argparse.Namespace) -> dict:
     stop_reason = "max_steps"
 
     def checkpoint() -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=ckpt_dir.name + ".tmp", dir=ckpt_dir.parent))
-        model.save_pretrained(tmp, safe_serialization=True)
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
-             "elapsed_s": elapsed_before + time.time() - start, "losses": losses},
-            tmp / "training_state.pt",
-        )
-        _swap_in(tmp, ckpt_dir)
+        save_training_checkpoint(ckpt_dir, model, optimizer, generator, step, elapsed_before + time.time() - start,
+                                 losses)
 
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
     while step < args.max_steps:
@@ -290,7 +298,7 @@ def train(args: argparse.Namespace) -> dict:
     train_seconds = elapsed_before + time.time() - start
     log = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix() if sys.argv else "train_judge.py"] + sys.argv[1:]),
-        "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+        "args": redact_secrets({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}),
         "steps": step,
         "stop_reason": stop_reason,
         "train_seconds": round(train_seconds, 1),
@@ -417,8 +425,8 @@ Trained from scratch on 367 photos on a CPU budget, this judge is far weaker tha
 the paper uses for Cityscapes / COCO-Stuff; absolute mIoU values are only comparable between methods evaluated with
 this same judge. Thin and rare classes (pole, sign, fence, pedestrian, bicyclist) are the least reliable.
 """
-    (output_dir / "README.md").write_text(card)
-    (output_dir / "eval_results.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    atomic_write_text(output_dir / "README.md", card)
+    atomic_write_text(output_dir / "eval_results.json", json.dumps(evaluation, indent=2) + "\n")
 
 
 def _fmt(value: Optional[float]) -> str:
