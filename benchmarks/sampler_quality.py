@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -49,6 +47,7 @@ from gesco_diffusers.diffusion import DYNAMIC_THRESHOLDING, SAMPLERS, build_sche
 from gesco_diffusers.evaluation.evaluator import EvaluationData  # noqa: E402
 from gesco_diffusers.evaluation.metrics.miou import ConfusionMatrix  # noqa: E402
 from gesco_diffusers.evaluation.metrics.segmentation_judge import SegmentationJudge, default_camvid_judge_path  # noqa: E402
+from gesco_diffusers.utils.files import atomic_save  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_CACHE = REPO_ROOT / "benchmarks" / ".cache" / "sampler_quality"
@@ -162,10 +161,8 @@ def cached_references(cache_dir: Optional[str], keys: list[str], compute) -> tup
             images[i], seconds[i] = image, seconds_each
             if paths[i] is not None:
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
-                handle, tmp = tempfile.mkstemp(dir=paths[i].parent, suffix=".tmp")
-                os.close(handle)
-                save_file({"image": image.contiguous(), "seconds_per_image": torch.tensor(seconds_each)}, tmp)
-                os.replace(tmp, paths[i])
+                tensors = {"image": image.contiguous(), "seconds_per_image": torch.tensor(seconds_each)}
+                atomic_save(paths[i], lambda tmp: save_file(tensors, str(tmp)))
     return torch.stack(images), sum(seconds) / len(seconds), len(keys) - len(missing)
 
 

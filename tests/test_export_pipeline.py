@@ -83,3 +83,12 @@ def test_shipped_demo_model_and_its_card():
     card = (demo / "README.md").read_text()
     assert card == (ROOT / "hub_cards" / "demo-camvid.README.md").read_text()
     assert "2038" in card and "training/train.py" in card and "judge mIoU" in card
+
+
+def test_export_never_replaces_its_own_source(trained):
+    _, tmp = trained
+    before = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*"))
+    for destination in (tmp / "run", tmp):  # the run itself, a folder holding it
+        with pytest.raises(ValueError, match="holds the source"):
+            export_main([str(tmp / "run"), str(destination)])
+    assert sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")) == before

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -27,15 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gesco_diffusers.diffusion import SAMPLERS, build_scheduler  # noqa: E402
 from gesco_diffusers.hub import write_model_card  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
-
-
-def _make_readable(folder: Path) -> None:
-    """``mkdtemp`` (and some writers) create owner-only entries; a shipped folder must be readable like any file
-    written with the user's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~umask)
+from gesco_diffusers.utils.files import staged_directory  # noqa: E402
 
 
 def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
@@ -45,26 +34,16 @@ def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.
     stored scheduler, sharing its noise schedule (e.g. the one chosen by ``benchmarks/sampler_quality.py``)."""
     if not (source / "model_index.json").is_file():
         raise FileNotFoundError(f"{source} is not a pipeline folder (no model_index.json)")
+    if destination.resolve() == source.resolve() or destination.resolve() in source.resolve().parents:
+        raise ValueError(f"destination {destination} holds the source {source}: replacing it would delete the run")
     pipe = GescoPipeline.from_pretrained(source)
     pipe.unet.to(dtype)
     if sampler is not None:
         pipe.scheduler = build_scheduler(sampler, pipe.scheduler.config)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
-    try:
+    # Written beside the destination and renamed into place, entries with the umask's modes (utils.files).
+    with staged_directory(destination) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
         write_model_card(staging, training_args=training_args, kpis=kpis, description=description)
-        _make_readable(staging)
-        backup = None
-        if destination.exists():
-            backup = destination.with_name(f".{destination.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(destination, backup)
-        os.replace(staging, destination)
-        if backup is not None:
-            shutil.rmtree(backup)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 

@@ -63,6 +63,7 @@ from .metrics import (
     depth_rmse,
     load_fid_inception,
 )
+from ..utils.files import atomic_write_text
 from .reports import PAPER_FDS_MODES, EvaluationReport, RunRecord, write_report
 
 if TYPE_CHECKING:  # imported where used: the pipeline stack is heavy and gesco_diffusers.transmit imports us
@@ -424,9 +425,7 @@ def _load_images(folder: Path, items: Sequence[EvaluationItem]) -> torch.Tensor:
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _claim_folder(folder: Path, settings: dict) -> None:

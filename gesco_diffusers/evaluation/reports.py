@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..utils.files import atomic_write_text
+
 #: KPI keys of :attr:`RunRecord.kpis` (``*_std`` keys hold the spread of per-image KPIs).
 KPI_KEYS = (
     "fid", "lpips", "lpips_std", "miou", "pixel_accuracy", "map", "map50", "depth_rmse", "depth_rmse_std", "bpp",
@@ -383,9 +385,7 @@ def plot_rate_distortion(records: Sequence[RunRecord], path: Path) -> bool:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # utils.files: a unique temporary name, the umask's mode
 
 
 def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
