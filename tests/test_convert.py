@@ -553,6 +553,9 @@ def test_overwrite_never_deletes_the_input_or_the_working_directory(tmp_path, of
         assert status == 1 and len(err.splitlines()) == 1 and "current directory" in err, err
     assert sorted(p.name for p in folder.iterdir()) == ["model.pt", "sub"] and list((folder / "sub").iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.pt", "run"]
+    # An output below a file cannot be written: said before the conversion, not after it.
+    status, err = gesco(["convert", str(elsewhere), str(tmp_path / "elsewhere.pt" / "out"), *flags], capsys)
+    assert status == 1 and len(err.splitlines()) == 1 and "exists and is not a folder" in err, err
 
 
 def test_converted_folder_gets_the_umask_permissions(tmp_path, official_sd, umask_022):

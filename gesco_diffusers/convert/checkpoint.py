@@ -22,7 +22,7 @@ import torch
 from ..diffusion.schedulers import official_ddpm_scheduler
 from ..pipelines import GescoPipeline
 from ..presets import DATASET_PRESETS, DatasetPreset, get_dataset_preset
-from ..utils.files import staged_directory
+from ..utils.files import check_writable_dir, staged_directory
 from .official import (
     ConversionReport,
     OfficialUNetArchitecture,
@@ -129,6 +129,8 @@ def _check_output_dir(output_dir: Path, checkpoint: Path, overwrite: bool) -> No
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"output folder {str(output_dir)!r} is not empty; pass overwrite=True / --overwrite "
                               "to replace it")
+    # The folder is written beside the destination and renamed into place: its parent must take new entries.
+    check_writable_dir(target.parent, "the output folder's parent")
 
 
 def _check_finite(state_dict: Mapping[str, torch.Tensor], what: str) -> None:
