@@ -204,6 +204,32 @@ def test_bad_data_gives_one_error_naming_every_file(tmp_path):
     assert sorted(p.file for s in shards for p in s) == sorted(p.file for p in info.value.problems)
 
 
+def truncate(path: Path, keep: float = 0.7) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_photo_is_found_by_the_check_and_named_when_loaded(tmp_path, suffix):
+    """A photo cut short keeps a valid header: the check reads to the end of its data, and loading names it."""
+    root = make_folder_dataset(tmp_path, n=2, h=64, w=80)
+    (root / "train" / "images" / "f1.png").unlink()
+    PIL.Image.fromarray(photo(64, 80, 1)).save(root / "train" / "images" / f"f1{suffix}", quality=95)
+    truncate(root / "train" / "images" / f"f1{suffix}")
+    with PIL.Image.open(root / "train" / "images" / f"f1{suffix}") as header_only:
+        assert header_only.size == (80, 64)  # what the check used to look at
+    rows, layout = load_semantic_dataset("camvid", root, "train")
+    with pytest.raises(SemanticDataError) as info:
+        check_semantic_dataset(rows, 12, layout.remap_labels)
+    assert [(p.kind, Path(p.file).name) for p in info.value.problems] == [("unreadable file", f"f1{suffix}")]
+    transform = SemanticExampleTransform(build_transform("resize", (64, 80)), (64, 80), layout.remap_labels)
+    rows.set_transform(transform)
+    rows[0]  # the intact row loads
+    with pytest.raises(ValueError, match=rf"f1\{suffix}.*cannot decode"):
+        rows[1]
+
+
 def test_clean_data_passes(tmp_path):
     rows, layout = load_semantic_dataset("camvid", make_folder_dataset(tmp_path), "train")
     check_semantic_dataset(rows, 12, layout.remap_labels)

@@ -86,6 +86,12 @@ def open_image(ref: ImageRef, what: str = "image") -> PIL.Image.Image:
     return PIL.Image.open(path)
 
 
+def _decoded(image: PIL.Image.Image) -> PIL.Image.Image:
+    """``image`` with its pixels read now (PIL decodes lazily, so a truncated file would fail far from here)."""
+    image.load()
+    return image
+
+
 def describe_ref(ref: Any) -> str:
     """A short name of a reference for error messages (its path when it has one)."""
     if isinstance(ref, dict):
@@ -433,12 +439,17 @@ class SemanticExampleTransform:
         self.epoch = 0
 
     def load(self, row: dict[str, Any]) -> SemanticSample:
-        """Open the row's image (RGB), label and instance maps (PIL), without any transform."""
-        return SemanticSample(
-            image=open_image(row["image"], "image").convert("RGB"),
-            label=open_image(row["label"], "label map"),
-            instance=open_image(row["instance"], "instance map") if "instance" in row else None,
-        )
+        """Open the row's image (RGB), label and instance maps (PIL), without any transform. A file that cannot be
+        decoded (truncated, corrupt) is an error naming it, not a bare PIL error in the middle of training."""
+        try:
+            return SemanticSample(
+                image=_decoded(open_image(row["image"], "image").convert("RGB")),
+                label=_decoded(open_image(row["label"], "label map")),
+                instance=_decoded(open_image(row["instance"], "instance map")) if "instance" in row else None,
+            )
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: OSError (truncated), SyntaxError (broken headers)
+            files = ", ".join(describe_ref(row[k]) for k in ("image", "label", "instance") if k in row)
+            raise ValueError(f"row {row.get(INDEX_COLUMN, '?')} ({files}): cannot decode: {err}") from err
 
     def example(self, row: dict[str, Any]) -> dict[str, Any]:
         """One transformed example (tensors) from one row."""
