@@ -309,7 +309,7 @@ def test_publish_never_writes_on_a_dry_run_never_replaces_a_card_unasked_and_nev
     assert main([*card_args, "--dry-run"], api=api) == 0
     printed = capsys.readouterr().out
     assert snapshot(folder) == before and api.calls == []
-    assert "learning_rate" in printed and "<redacted>" in printed and "kept" in printed
+    assert "learning_rate" in printed and "[redacted]" in printed and "kept" in printed
     assert "refuses to replace it without --overwrite-card" in printed
     assert not any(leak in printed for leak in LEAKS)
 
@@ -325,7 +325,7 @@ def test_publish_never_writes_on_a_dry_run_never_replaces_a_card_unasked_and_nev
 
     assert main([*card_args, "--overwrite-card"], api=api) == 0
     card = (folder / "README.md").read_text()
-    assert "Hand-written" not in card and "learning_rate" in card and "<redacted>" in card
+    assert "Hand-written" not in card and "learning_rate" in card and "[redacted]" in card
     assert not any(leak in card for leak in LEAKS)
     remote_card = (tmp_path / "remote" / "org/x" / "README.md").read_text()
     assert remote_card == card
@@ -335,14 +335,14 @@ def test_redact_secrets_reaches_nested_values_and_keeps_ordinary_keys(pipeline_f
     from gesco_diffusers.hub import redact_secrets
 
     redacted = redact_secrets(SECRET_ARGS)
-    assert redacted["hub_token"] == redacted["wandb_api_key"] == "<redacted>"
-    assert redacted["report"] == {"AWS_SECRET_ACCESS_KEY": "<redacted>", "db_password": "<redacted>"}
-    assert redacted["command"] == "train.py --push_to_hub --token <redacted>"
+    assert redacted["hub_token"] == redacted["wandb_api_key"] == "[redacted]"
+    assert redacted["report"] == {"AWS_SECRET_ACCESS_KEY": "[redacted]", "db_password": "[redacted]"}
+    assert redacted["command"] == "train.py --push_to_hub --token [redacted]"
     assert {k: redacted[k] for k in (*TRAINING_ARGS, "author", "keep_checkpoint")} == \
         {**TRAINING_ARGS, "author": "kept", "keep_checkpoint": True}
     assert SECRET_ARGS["hub_token"].startswith("hf_a")  # the input is not modified
     assert redact_secrets({"token": None}) == {"token": None}
     for name in ("HF_TOKEN", "hfToken", "apiKey", "auth", "Authorization", "credentials_file", "private_key"):
-        assert redact_secrets({name: "x"}) == {name: "<redacted>"}, name
+        assert redact_secrets({name: "x"}) == {name: "[redacted]"}, name
     card = render_model_card("camvid", **pipeline_fields, training_args=SECRET_ARGS)
     assert not any(leak in str(card) for leak in LEAKS)

@@ -419,7 +419,7 @@ def test_tracker_config_never_holds_secrets():
     args = train.parse_args(tiny_args("out"))
     args.hub_token, args.wandb_api_key = "hf_" + "x" * 34, "abcdef"
     config = train.tracker_config(args)
-    assert config["hub_token"] == config["wandb_api_key"] == "<redacted>" and config["learning_rate"] == 1e-4
+    assert config["hub_token"] == config["wandb_api_key"] == "[redacted]" and config["learning_rate"] == 1e-4
 
 
 # ----------------------------------------------------------------------------------------------------------------------

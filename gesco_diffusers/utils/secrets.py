@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 __all__ = ["REDACTED", "is_secret_key", "redact_secrets"]
 
-REDACTED = "<redacted>"
+REDACTED = "[redacted]"  # plain text in Markdown tables (an HTML-like "<redacted>" would render as nothing)
 _SECRET_WORDS = {"token", "tokens", "key", "keys", "apikey", "secret", "secrets", "password", "passwords", "passwd",
                  "pwd", "passphrase", "auth", "authorization", "credential", "credentials"}
 _SECRET_SUBSTRINGS = ("token", "secret", "password", "passwd", "credential", "apikey")
