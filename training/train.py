@@ -17,9 +17,9 @@ Per optimizer step (see :class:`gesco_diffusers.training.SemanticDiffusionObject
 3. classifier-free guidance dropout: each map replaced by the all-zero null map with ``--cfg_drop_prob``;
 4. ``L = L_simple + lambda L_vlb`` (Eq. 9-11, ``--vlb_weight`` = lambda = 0.001), AdamW, EMA 0.9999.
 
-Outputs in ``--output_dir``: ``checkpoint-<step>/`` (Accelerate state, committed atomically, rotated with
-``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``; safetensors + JSON, no pickle, see
-:mod:`gesco_diffusers.training.checkpoints`), ``train_log.jsonl`` (one line per
+Outputs in ``--output_dir``: ``checkpoint-<step>/`` (U-Net, optimizer, LR scheduler and EMA state as safetensors +
+JSON, no pickle: :mod:`gesco_diffusers.training.checkpoints`; committed atomically, rotated with
+``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` (one line per
 optimizer step: loss, mse, vb, psnr, lr), ``validation/step-<step>.png`` (fixed validation maps rendered with the EMA
 weights), ``logs/`` (tensorboard, ``--report_to``) and, at the end, a ``GescoPipeline`` (``model_index.json``,
 ``unet/`` with the EMA weights, ``scheduler/``: the paper's 1000-step linear schedule sampled with the default
