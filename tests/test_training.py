@@ -323,6 +323,20 @@ def test_checkpoint_round_trip_resumes_exactly_without_pickle(tmp_path):
         save_checkpoint(accelerator, tmp_path, 4, models={"checkpoint": model}, optimizers={}, schedulers={})
 
 
+def test_checkpoint_keeps_the_mixed_precision_grad_scaler(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 2)
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)  # what fp16 runs hold
+    path = save_checkpoint(accelerator, tmp_path, 1, models={"model": model}, optimizers={}, schedulers={})
+    assert (path / "grad_scaler.json").is_file()
+    accelerator.scaler = torch.amp.GradScaler("cpu")
+    load_checkpoint(accelerator, path, models={"model": model}, optimizers={}, schedulers={})
+    assert accelerator.scaler.state_dict() == {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                               "growth_interval": 7, "_growth_tracker": 0}
+
+
 def test_resuming_never_unpickles_planted_files(tmp_path):
     """A folder with Accelerate's pickles (and no checkpoint.json) is refused in one line; nothing is unpickled."""
     from accelerate import Accelerator
