@@ -29,6 +29,7 @@ from .miou import ConfusionMatrix, MIoUResult, compute_miou
 from .segmentation_judge import (
     CITYSCAPES_IGNORE_TRAIN_ID,
     CITYSCAPES_LABEL_ID_TO_TRAIN_ID,
+    JudgeFeatureExtractor,
     SegmentationJudge,
     default_camvid_judge_path,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "FID_INCEPTION_WEIGHTS_URL",
     "FIDMetric",
     "FeatureStatistics",
+    "JudgeFeatureExtractor",
     "LPIPSMetric",
     "MIoUResult",
     "SegmentationJudge",

@@ -52,6 +52,24 @@ def default_camvid_judge_path(check_exists: bool = True) -> Path:
     return path
 
 
+class JudgeFeatureExtractor(torch.nn.Module):
+    """Images in ``[0, 1]`` -> pooled encoder features of a :class:`SegmentationJudge`, as the feature network of
+    :class:`~gesco_diffusers.evaluation.metrics.FIDMetric`.
+
+    The Frechet distance of these features between generated and real images ("judge FD") is a realism figure that a
+    blurry layout cannot game the way judge mIoU can. It is **not comparable to FID**: other network, other features
+    (FID needs the Inception weights, which cannot be downloaded here).
+    """
+
+    def __init__(self, judge: "SegmentationJudge"):
+        super().__init__()
+        self.judge = judge
+        self.judge_model = judge.model  # registered, so FIDMetric can move and freeze it
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.judge.pooled_features(images)
+
+
 class SegmentationJudge:
     """Segments images with a pretrained semantic-segmentation network and scores them with mIoU (Eq. 16).
 
@@ -161,6 +179,30 @@ class SegmentationJudge:
             chunk = ((chunk - self.image_mean) / self.image_std).to(self.device, dtype)
             logits = self.model(pixel_values=chunk).logits.float()
             chunks.append(F.interpolate(logits, size=size, mode="bilinear", align_corners=False).cpu())
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def pooled_features(self, images: ImageInput) -> torch.Tensor:
+        """``(B, D)`` features of the judge's encoder: its last hidden state averaged over positions.
+
+        The realism feature of :class:`JudgeFeatureExtractor`: it describes what the judge sees in an image (texture
+        and parts as well as classes), so a blurry image that keeps the layout moves it although the mIoU stays.
+        """
+        x = as_image_batch(images)
+        dtype = next(self.model.parameters()).dtype
+        chunks = []
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            if self.processing_size is not None:
+                chunk = F.interpolate(chunk, size=self.processing_size, mode="bilinear", align_corners=False,
+                                      antialias=True)
+            chunk = ((chunk - self.image_mean) / self.image_std).to(self.device, dtype)
+            hidden = self.model(pixel_values=chunk, output_hidden_states=True).hidden_states
+            if not hidden:
+                raise ValueError("the judge model returns no hidden states: no features for a Frechet distance")
+            last = hidden[-1].float()
+            # (B, C, h, w) feature maps (SegFormer) or (B, N, C) token sequences (ViT-like encoders).
+            chunks.append((last.mean(dim=(2, 3)) if last.ndim == 4 else last.mean(dim=1)).cpu())
         return torch.cat(chunks)
 
     def predict(self, images: ImageInput, output_size: Optional[tuple[int, int]] = None) -> torch.Tensor:

@@ -1,0 +1,227 @@
+"""Few-step GESCO (issue #16): consistency-distillation math, the objective, ``training/distill.py`` end to end with
+exact resume, and the student pipeline's call count. Data and teacher are tiny and made here (no ../shared)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import LCMScheduler
+from safetensors.torch import load_file
+
+from gesco_diffusers.diffusion import GaussianDiffusion, official_ddpm_scheduler
+from gesco_diffusers.models import SemanticUNet2DModel, semantic_unet_config
+from gesco_diffusers.pipelines import GescoPipeline
+from gesco_diffusers.sender import SemanticEncoder
+from gesco_diffusers.training import NoisyMapSchedule, latest_checkpoint
+from gesco_diffusers.training.consistency import (
+    ConsistencyDistillationObjective,
+    SkippingStepSolver,
+    boundary_scalings,
+    update_target,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+distill = load_script("gesco_distill_script", REPO / "training" / "distill.py")
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def diffusion():
+    return GaussianDiffusion.from_scheduler(official_ddpm_scheduler())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Math
+
+
+def test_boundary_scalings_match_diffusers_lcm_scheduler():
+    scheduler = LCMScheduler(num_train_timesteps=1000, timestep_scaling=10.0)
+    t = torch.tensor([0, 1, 19, 259, 999])
+    c_skip, c_out = boundary_scalings(t)
+    for i, step in enumerate(t.tolist()):
+        ref_skip, ref_out = scheduler.get_scalings_for_boundary_condition_discrete(step)
+        assert float(c_skip[i]) == pytest.approx(float(ref_skip), rel=1e-6, abs=1e-9)
+        assert float(c_out[i]) == pytest.approx(float(ref_out), rel=1e-6, abs=1e-9)
+    assert float(c_skip[0]) == 1.0 and float(c_out[0]) == 0.0  # f(x, 0) = x
+
+
+def test_solver_grid_is_the_lcm_scheduler_grid():
+    solver = SkippingStepSolver(diffusion(), 50)
+    scheduler = LCMScheduler(num_train_timesteps=1000, original_inference_steps=50)
+    scheduler.set_timesteps(50)
+    assert sorted(scheduler.timesteps.tolist()) == solver.grid.tolist()
+    start, end = solver.start_and_target_timesteps(torch.tensor([0, 1, 49]))
+    assert start.tolist() == [19, 39, 999] and end.tolist() == [0, 19, 979]
+
+
+def test_solver_is_exact_for_an_oracle_epsilon():
+    """With the true noise of x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, a DDIM step lands on the same trajectory."""
+    d = diffusion()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 3, 4, 4, generator=g) * 1.6 - 0.8
+    eps = torch.randn(3, 3, 4, 4, generator=g)
+    for substeps in (1, 4):
+        solver = SkippingStepSolver(d, 25, substeps=substeps)
+        start, end = solver.start_and_target_timesteps(torch.tensor([24, 10, 0]))
+        x_start = d.q_sample(x0, start, eps)
+        x_end = solver.step(lambda x, t: eps, x_start, start, end)
+        torch.testing.assert_close(x_end, d.q_sample(x0, end, eps), rtol=1e-4, atol=1e-4)
+
+
+def test_solver_and_objective_reject_bad_settings():
+    with pytest.raises(ValueError, match="divisor"):
+        SkippingStepSolver(diffusion(), 7)
+    with pytest.raises(ValueError, match="substeps"):
+        SkippingStepSolver(diffusion(), 50, substeps=21)
+    unet = SemanticUNet2DModel(**semantic_unet_config("tiny"))
+    with pytest.raises(ValueError, match="guidance_scale"):
+        ConsistencyDistillationObjective(unet, float("nan"), SkippingStepSolver(diffusion(), 50), diffusion(),
+                                         SemanticEncoder(12), NoisyMapSchedule())
+
+
+def test_target_update_is_an_ema():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = a.weight.detach().clone()
+    update_target(a, b, 0.9)
+    torch.testing.assert_close(a.weight, 0.9 * before + 0.1 * b.weight.detach())
+
+
+def test_distillation_lowers_the_loss_on_a_fixed_batch(one_thread):
+    torch.manual_seed(0)
+    teacher = SemanticUNet2DModel(**semantic_unet_config("tiny"))
+    torch.nn.init.normal_(teacher.conv_out.weight, std=0.05)  # a teacher with a non-zero output
+    teacher.requires_grad_(False)
+    student = SemanticUNet2DModel.from_config(teacher.config)
+    student.load_state_dict(teacher.state_dict())
+    target = SemanticUNet2DModel.from_config(teacher.config)
+    target.load_state_dict(teacher.state_dict())
+    target.requires_grad_(False)
+    d = diffusion()
+    objective = ConsistencyDistillationObjective(teacher, 1.5, SkippingStepSolver(d, 10), d, SemanticEncoder(12),
+                                                 NoisyMapSchedule(clean_probability=1.0))
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1, torch.randint(0, 12, (2, 8, 8), generator=g)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        out = objective(student, target, images, labels, generator=torch.Generator().manual_seed(3))
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(not p.requires_grad or p.grad is None for p in teacher.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# distill.py end to end
+
+
+def write_camvid_like(root: Path, n: int = 6, size=(16, 24)) -> Path:
+    """A dataset in the CamVid layout: ``{split}/images/*.png`` + ``{split}/labels/*.png`` (ids 0..11)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            labels = np.zeros(size, np.uint8)
+            labels[: size[0] // 2] = rng.integers(0, 11)
+            labels[size[0] // 2:] = rng.integers(0, 11)
+            PIL.Image.fromarray(labels).save(root / split / "labels" / f"f{i:03d}.png")
+            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            PIL.Image.fromarray(image).save(root / split / "images" / f"f{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    config = semantic_unet_config("tiny", sample_size=[16, 24])
+    teacher = GescoPipeline.from_unet_config(config, dataset="camvid", seed=0)
+    torch.nn.init.normal_(teacher.unet.conv_out.weight, std=0.05)
+    teacher.save_pretrained(str(root / "teacher"))
+    return root / "teacher", write_camvid_like(root / "camvid")
+
+
+def distill_args(teacher, data, out, steps=6, extra=()):
+    return ["--teacher", str(teacher), "--data_dir", str(data), "--num_grid_steps", "10", "--train_batch_size", "2",
+            "--max_train_samples", "6", "--max_train_steps", str(steps), "--checkpointing_steps", "2",
+            "--checkpoints_total_limit", "2", "--lr_warmup_steps", "0", "--learning_rate", "1e-3",
+            "--report_to", "none", "--seed", "5", "--output_dir", str(out), *extra]
+
+
+def read_log(out):
+    return [json.loads(line) for line in (Path(out) / "train_log.jsonl").open()]
+
+
+def test_distill_writes_a_student_pipeline_that_samples_in_four_calls(tiny_teacher, tmp_path, one_thread):
+    teacher, data = tiny_teacher
+    out = distill.main(distill.parse_args(distill_args(teacher, data, tmp_path / "fast")))
+    assert [r["step"] for r in read_log(out)] == list(range(1, 7))
+    pipe = GescoPipeline.from_pretrained(str(out))
+    assert isinstance(pipe.scheduler, LCMScheduler) and pipe.scheduler.config.original_inference_steps == 10
+    assert pipe.config.semantic_config["num_inference_steps"] == 4
+    assert pipe.default_guidance_scale == 1.0
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, inputs, output: calls.append(inputs[2].shape[0]))
+    labels = torch.randint(0, 12, (2, 16, 24), generator=torch.Generator().manual_seed(0))
+    images = pipe(labels, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (2, 16, 24, 3) and np.isfinite(images).all()
+    assert calls == [2, 2, 2, 2]  # 4 calls, each with one map per image (no guidance pass)
+    # The teacher folder is untouched and the student differs from it.
+    assert not any(p.name.startswith("checkpoint-") for p in teacher.iterdir())
+    student = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    original = load_file(str(teacher / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(student[k], original[k]) for k in original)
+
+
+def test_killed_and_resumed_distillation_matches_the_uninterrupted_one(tiny_teacher, tmp_path, one_thread):
+    teacher, data = tiny_teacher
+    reference = distill.main(distill.parse_args(distill_args(teacher, data, tmp_path / "ref")))
+    out = tmp_path / "resumed"
+    distill.main(distill.parse_args(distill_args(teacher, data, out, steps=4)))
+    # Extend the run: the log and the final weights equal those of the uninterrupted 6-step run.
+    distill.main(distill.parse_args(distill_args(teacher, data, out, extra=["--resume_from_checkpoint", "latest"])))
+    assert latest_checkpoint(out).name == "checkpoint-6"
+    for a, b in zip(read_log(out), read_log(reference)):
+        assert a["step"] == b["step"] and a["psnr"] == b["psnr"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+    ours = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    theirs = load_file(str(reference / "unet" / "diffusion_pytorch_model.safetensors"))
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
+
+
+def test_distill_rejects_bad_teachers_and_output_inside_the_teacher(tiny_teacher, tmp_path):
+    teacher, data = tiny_teacher
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a GescoPipeline folder"):
+        distill.main(distill.parse_args(distill_args(tmp_path / "empty", data, tmp_path / "x")))
+    with pytest.raises(ValueError, match="inside the teacher folder"):
+        distill.main(distill.parse_args(distill_args(teacher, data, teacher / "student")))
+    eps_only = GescoPipeline.from_unet_config(semantic_unet_config("tiny", sample_size=[16, 24], out_channels=3),
+                                              dataset="camvid")
+    eps_only.save_pretrained(str(tmp_path / "eps_only"))
+    with pytest.raises(ValueError, match="learned-variance"):
+        distill.main(distill.parse_args(distill_args(tmp_path / "eps_only", data, tmp_path / "y")))
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        distill.parse_args(distill_args(teacher, data, tmp_path / "z", extra=["--num_inference_steps", "11"]))

@@ -1,0 +1,379 @@
+#!/usr/bin/env python
+"""Distil a trained GESCO pipeline into a few-step student by consistency distillation, with Accelerate.
+
+    accelerate launch training/distill.py --config training/configs/camvid-fast.yaml --data_dir path/to/camvid
+
+Shaped like diffusers' ``examples/consistency_distillation/train_lcm_distill_sd_wds.py``, in pixel space and
+conditioned on semantic maps (the math: :mod:`gesco_diffusers.training.consistency`). The teacher is a
+``GescoPipeline`` folder (default: the shipped CamVid demo model) sampled with its stored classifier-free guidance
+scale; the student starts from the teacher's weights and learns the guided teacher's consistency function, so it needs
+one map per image and one U-Net call per step. Data, noisy-map schedule (the teacher's, read from its
+``semantic_config``), seeding and checkpoints are those of ``training/train.py``.
+
+Outputs in ``--output_dir``: ``checkpoint-<step>/`` (student, target network and optimizer state, committed
+atomically; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` and, at the end, a ``GescoPipeline``
+whose scheduler is diffusers' ``LCMScheduler`` on the distillation grid and whose ``semantic_config`` stores
+``num_inference_steps`` (default 4) and ``guidance_scale`` 1 (the guidance is in the weights), so
+``GescoPipeline.from_pretrained(output_dir)(map)`` makes at most 4 U-Net calls per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+try:
+    import gesco_diffusers  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, broadcast, set_seed
+from diffusers import LCMScheduler
+from diffusers.optimization import get_scheduler
+
+import train as base  # noqa: E402  (shared data, preset and logging helpers of training/train.py)
+from gesco_diffusers.data import (
+    EpochShuffleSampler,
+    SemanticExampleTransform,
+    build_transform,
+    seeded_generator,
+)
+from gesco_diffusers.diffusion import GaussianDiffusion
+from gesco_diffusers.models import SemanticUNet2DModel
+from gesco_diffusers.pipelines import GescoPipeline
+from gesco_diffusers.presets import DatasetPreset
+from gesco_diffusers.sender import SemanticEncoder
+from gesco_diffusers.training import (
+    NoisyMapSchedule,
+    check_output_dir,
+    load_checkpoint,
+    parse_args_with_config,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from gesco_diffusers.training.consistency import (
+    SIGMA_DATA,
+    TIMESTEP_SCALING,
+    ConsistencyDistillationObjective,
+    SkippingStepSolver,
+    update_target,
+)
+
+logger = get_logger(__name__, log_level="INFO")
+
+TRAIN_LOG = base.TRAIN_LOG
+NOISE_STREAM = 2  # seed domain of the per-step distillation noise (train.py uses 1)
+DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "gesco_diffusers" / "assets" / "demo" / "camvid"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
+
+    g = p.add_argument_group("teacher and student")
+    g.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="a trained GescoPipeline folder (learned variance)")
+    g.add_argument("--guidance_scale", type=float, default=None,
+                   help="teacher's classifier-free guidance scale folded into the student (default: the teacher's)")
+    g.add_argument("--num_grid_steps", type=int, default=50,
+                   help="N of the skipping grid tau_i = (i+1) T/N - 1 (LCMScheduler's original_inference_steps)")
+    g.add_argument("--solver_substeps", type=int, default=1, help="teacher DDIM steps per skip")
+    g.add_argument("--teacher_clip_x0", action=bool_flag, default=True,
+                   help="clip the teacher's x0 to [-1, 1] in its ODE steps (as its own samplers do)")
+    g.add_argument("--huber_c", type=float, default=0.001, help="c of the pseudo-Huber loss")
+    g.add_argument("--target_ema_decay", type=float, default=0.95, help="EMA decay of the target network")
+    g.add_argument("--num_inference_steps", type=int, default=4, help="sampling steps stored with the student")
+
+    g = p.add_argument_group("data (as training/train.py)")
+    g.add_argument("--dataset", default=None, help="dataset preset / file layout (default: the teacher's)")
+    g.add_argument("--data_dir", default=None, help="root folder of the dataset's files")
+    g.add_argument("--dataset_name", default=None, help="Hub id or local datasets folder (instead of --data_dir)")
+    g.add_argument("--dataset_config_name", default=None)
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--label_column", default="label")
+    g.add_argument("--instance_column", default=None)
+    g.add_argument("--label_remap", default=None)
+    g.add_argument("--num_classes", type=int, default=None)
+    g.add_argument("--train_split", default="train")
+    g.add_argument("--validation_split", default="val")
+    g.add_argument("--cache_dir", default=None)
+    g.add_argument("--max_train_samples", type=int, default=None)
+    g.add_argument("--train_transform", default="auto")
+    g.add_argument("--random_flip", action=bool_flag, default=True)
+    g.add_argument("--dataloader_num_workers", type=int, default=0)
+    g.add_argument("--validate_data", action=bool_flag, default=True)
+    g.add_argument("--train_fds", action=bool_flag, default=None,
+                   help="apply FDS to the noisy training maps (default: as the teacher was trained)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train_batch_size", type=int, default=8, help="per device")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--learning_rate", type=float, default=5e-5)
+    g.add_argument("--adam_weight_decay", type=float, default=0.0)
+    g.add_argument("--lr_scheduler", default="constant_with_warmup",
+                   choices=("constant", "constant_with_warmup", "linear", "cosine"))
+    g.add_argument("--lr_warmup_steps", type=int, default=100)
+    g.add_argument("--max_grad_norm", type=float, default=1.0)
+    g.add_argument("--max_train_steps", type=int, default=None)
+    g.add_argument("--max_train_minutes", type=float, default=None,
+                   help="wall-clock budget of this run; then stop cleanly, saving the state and the pipeline")
+    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"))
+    g.add_argument("--seed", type=int, default=0)
+
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--output_dir", default="gesco-fast")
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="start a new run in an --output_dir that holds another run (its files are replaced)")
+    g.add_argument("--logging_dir", default="logs", help="inside --output_dir")
+    g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
+    g.add_argument("--tracker_project_name", default="gesco-distill")
+    g.add_argument("--checkpointing_steps", type=int, default=250)
+    g.add_argument("--checkpoints_total_limit", type=int, default=2)
+    g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder")
+    return p
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    args = parse_args_with_config(build_parser(), argv)
+    if args.dataset_name is None and args.data_dir is None:
+        raise ValueError("give --data_dir (the dataset's root folder) or --dataset_name")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "num_inference_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.num_inference_steps > args.num_grid_steps:
+        raise ValueError(f"--num_inference_steps {args.num_inference_steps} exceeds the grid of "
+                         f"--num_grid_steps {args.num_grid_steps}")
+    if not 0.0 <= args.target_ema_decay < 1.0:
+        raise ValueError(f"--target_ema_decay must lie in [0, 1), got {args.target_ema_decay}")
+    if args.max_train_steps is None and args.max_train_minutes is None:
+        raise ValueError("give a length: --max_train_steps or --max_train_minutes")
+    if args.report_to == "none":
+        args.report_to = None
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Teacher, student, sampler
+
+
+def load_teacher(path: str) -> GescoPipeline:
+    """The teacher pipeline, checked: a learned-variance GESCO pipeline folder."""
+    folder = Path(path)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"--teacher {path} is not a GescoPipeline folder (no model_index.json)")
+    teacher = GescoPipeline.from_pretrained(str(folder), dtype=torch.float32)
+    if not isinstance(teacher.unet, SemanticUNet2DModel) or not teacher.unet.learned_variance:
+        raise ValueError(f"--teacher {path}: the U-Net must be a learned-variance SemanticUNet2DModel")
+    if teacher.map_encoding != "one_hot":
+        raise ValueError(f"--teacher {path}: only one-hot map models can be distilled, got {teacher.map_encoding}")
+    return teacher
+
+
+def teacher_noise_schedule(teacher: GescoPipeline, train_fds: Optional[bool]) -> NoisyMapSchedule:
+    """The noisy-map schedule the teacher was trained with (its ``semantic_config``), or the paper's."""
+    stored = (teacher.config.semantic_config or {}).get("training", {}).get("noisy_maps")
+    if stored is None:
+        return NoisyMapSchedule(fds=bool(train_fds))
+    return NoisyMapSchedule(stored["psnrs"], stored["clean_probability"], stored["probabilities"], stored["channel"],
+                            stored["psnr_convention"], fds=stored["fds"] if train_fds is None else train_fds,
+                            channel_kwargs=stored.get("channel_kwargs"))
+
+
+def student_scheduler(teacher: GescoPipeline, num_grid_steps: int) -> LCMScheduler:
+    """diffusers' multistep consistency sampler on the teacher's noise schedule and the distillation grid."""
+    cfg = teacher.scheduler.config
+    return LCMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
+                        beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule, prediction_type="epsilon",
+                        original_inference_steps=num_grid_steps, timestep_scaling=TIMESTEP_SCALING,
+                        clip_sample=False, set_alpha_to_one=True)
+
+
+def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float, noise_schedule) -> dict:
+    config = dict(teacher.config.semantic_config or {})
+    config.update(
+        guidance_scale=1.0,  # folded into the weights: one map per image
+        num_inference_steps=args.num_inference_steps,
+        distillation={
+            "method": "consistency distillation (LCM skipping-step DDIM solver, pseudo-Huber)",
+            "teacher_guidance_scale": guidance_scale, "num_grid_steps": args.num_grid_steps,
+            "solver_substeps": args.solver_substeps, "teacher_clip_x0": args.teacher_clip_x0,
+            "huber_c": args.huber_c, "target_ema_decay": args.target_ema_decay,
+            "noisy_maps": noise_schedule.describe(), "sigma_data": SIGMA_DATA,
+        },
+    )
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Distillation
+
+
+def main(args: argparse.Namespace) -> Path:
+    start_time = time.monotonic()
+    output_dir = Path(args.output_dir)
+    teacher_dir = Path(args.teacher).resolve()
+    if output_dir.resolve() == teacher_dir or teacher_dir in output_dir.resolve().parents:
+        raise ValueError(f"--output_dir {output_dir} is inside the teacher folder {args.teacher}: distillation "
+                         "never writes there")
+    teacher = load_teacher(args.teacher)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                            logging_dir=str(output_dir / args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    # Before anything is written: an earlier run in output_dir is continued or deleted only when asked.
+    check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,
+                     is_main_process=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- data: the teacher's dataset and resolution
+    preset: DatasetPreset = teacher.dataset_preset
+    if args.dataset is not None and args.dataset != preset.name:
+        raise ValueError(f"--dataset {args.dataset} differs from the teacher's dataset {preset.name!r}")
+    resolution = tuple(teacher.unet.config.sample_size)
+    args.dataset, args.resolution = preset.name, list(resolution)
+    train_rows, layout = base.load_split(args, preset, args.train_split, args.max_train_samples)
+    if args.validate_data:
+        base.check_data(accelerator, train_rows, layout, preset)
+    kind = layout.train_transform if args.train_transform == "auto" else args.train_transform
+    train_transform = SemanticExampleTransform(build_transform(kind, resolution, args.random_flip), resolution,
+                                               layout.remap_labels, args.seed)
+    train_rows.set_transform(train_transform)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_rows, batch_size=args.train_batch_size, sampler=EpochShuffleSampler(len(train_rows), seed=args.seed),
+        num_workers=args.dataloader_num_workers, drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+    )
+    if len(train_dataloader) == 0:
+        raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
+
+    # ---- teacher, student, target, objective
+    guidance_scale = teacher.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
+    teacher_unet = teacher.unet.requires_grad_(False).eval().to(accelerator.device)
+    student = SemanticUNet2DModel.from_config(teacher_unet.config)
+    student.load_state_dict(teacher_unet.state_dict())
+    student.train()
+    target = copy.deepcopy(student).requires_grad_(False).eval().to(accelerator.device)
+    diffusion = GaussianDiffusion.from_scheduler(teacher.scheduler)
+    noise_schedule = teacher_noise_schedule(teacher, args.train_fds)
+    objective = ConsistencyDistillationObjective(
+        teacher=teacher_unet, guidance_scale=guidance_scale,
+        solver=SkippingStepSolver(diffusion, args.num_grid_steps, args.solver_substeps, args.teacher_clip_x0),
+        diffusion=diffusion, encoder=SemanticEncoder.from_preset(preset), noise_schedule=noise_schedule,
+        huber_c=args.huber_c,
+    )
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=(args.max_train_steps or 0) * accelerator.num_processes)
+    student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(student, optimizer, train_dataloader,
+                                                                             lr_scheduler)
+    state = {"models": {"student": student, "target": target}, "optimizers": {"optimizer": optimizer},
+             "schedulers": {"lr_scheduler": lr_scheduler}}
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config=base.tracker_config(args))
+
+    # ---- resume
+    global_step = 0
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    if checkpoint is not None:
+        logger.info(f"resuming from {checkpoint}")
+        load_checkpoint(accelerator, checkpoint, **state)
+        global_step = int(checkpoint.name.split("-")[-1])
+        if accelerator.is_main_process:
+            base.truncate_log(output_dir / TRAIN_LOG, global_step)
+    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
+    resume_batches *= args.gradient_accumulation_steps
+    logger.info(f"***** distillation: teacher {args.teacher} (guidance {guidance_scale}), {len(train_rows)} rows, "
+                f"batch {args.train_batch_size} x {accelerator.num_processes} processes, grid {args.num_grid_steps}, "
+                f"substeps {args.solver_substeps}, max steps {args.max_train_steps}, budget {args.max_train_minutes} "
+                f"min, noisy maps {noise_schedule.describe()}")
+
+    # ---- loop
+    log_path = output_dir / TRAIN_LOG
+    last_saved = global_step if checkpoint is not None else None
+    done = args.max_train_steps is not None and global_step >= args.max_train_steps
+    epoch = first_epoch
+    losses: list[torch.Tensor] = []
+    while not done:
+        student.train()
+        train_dataloader.set_epoch(epoch)
+        train_transform.epoch = epoch
+        skip = resume_batches if epoch == first_epoch else 0
+        loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        for batch_index, batch in enumerate(loader, start=skip):
+            micro = batch_index % args.gradient_accumulation_steps
+            generator = seeded_generator(args.seed, NOISE_STREAM, accelerator.process_index, global_step, micro)
+            with accelerator.accumulate(student):
+                out = objective(student, target, batch["pixel_values"], batch["label"], batch.get("instance"),
+                                generator)
+                accelerator.backward(out["loss"])
+                if accelerator.sync_gradients and args.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(out["loss"].detach())
+            if not accelerator.sync_gradients:
+                continue
+
+            update_target(target, accelerator.unwrap_model(student), args.target_ema_decay)
+            global_step += 1
+            loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+            losses = []
+            record = {"step": global_step, "epoch": epoch, "loss": loss, "psnr": out["psnr"],
+                      "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.monotonic() - start_time, 3)}
+            if accelerator.is_main_process:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            accelerator.log({"loss": loss, "lr": record["lr"]}, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0:
+                path = save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, **state)
+                last_saved = global_step
+                logger.info(f"saved state to {path}")
+            done = args.max_train_steps is not None and global_step >= args.max_train_steps
+            if args.max_train_minutes is not None and not done:
+                over = torch.tensor([int(time.monotonic() - start_time >= 60 * args.max_train_minutes)],
+                                    device=accelerator.device)
+                done = bool(broadcast(over).item())
+                if done:
+                    logger.info(f"time budget of {args.max_train_minutes} min reached at step {global_step}")
+            if done:
+                break
+        epoch += 1
+
+    # ---- final state and the student pipeline (target network weights)
+    if last_saved != global_step:
+        save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, **state)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        pipeline = GescoPipeline(unet=target, scheduler=student_scheduler(teacher, args.num_grid_steps),
+                                 semantic_config=student_semantic_config(args, teacher, guidance_scale,
+                                                                         noise_schedule))
+        pipeline.save_pretrained(str(output_dir))
+        logger.info(f"saved the student pipeline to {output_dir} after {global_step} steps, "
+                    f"{time.monotonic() - start_time:.1f} s")
+    accelerator.end_training()
+    return output_dir
+
+
+if __name__ == "__main__":
+    main(parse_args())
