@@ -322,8 +322,9 @@ def main(args: argparse.Namespace) -> Path:
             micro = batch_index % args.gradient_accumulation_steps
             generator = seeded_generator(args.seed, NOISE_STREAM, accelerator.process_index, global_step, micro)
             with accelerator.accumulate(student):
-                out = objective(student, target, batch["pixel_values"], batch["label"], batch.get("instance"),
-                                generator)
+                with accelerator.autocast():  # teacher and target too, not only the prepared student
+                    out = objective(student, target, batch["pixel_values"], batch["label"], batch.get("instance"),
+                                    generator)
                 accelerator.backward(out["loss"])
                 if accelerator.sync_gradients and args.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
