@@ -125,6 +125,7 @@ def test_cli_writes_tables_plots_and_results(cli_run):
         kpis = record["kpis"]
         assert 0 <= kpis["miou"] <= 1 and kpis["lpips"] >= 0 and kpis["lpips_std"] >= 0 and kpis["bpp"] > 0
         assert "fid" not in kpis  # no FID weights here: skipped, with a note
+        assert kpis["judge_fd"] >= 0  # the judge is there: its feature Frechet distance is always reported
     assert any(note.startswith("FID skipped") for note in first["notes"])
     assert any("--ablation-model" in note for note in first["notes"])
     assert 0 <= first["ceiling"]["miou"] <= 1
@@ -245,6 +246,7 @@ def test_python_api_ablation_fid_depth_and_batching(assets, cli_run, tiny_dpt, t
     assert np.abs(saved - by_hand).max() <= 1
     for record in report.records:
         assert record.kpis["fid"] >= 0 and record.kpis["depth_rmse"] >= 0 and "lpips" not in record.kpis
+        assert record.kpis["judge_fd"] != record.kpis["fid"]  # two networks, two figures
     # Table VIII: the four FDS x noisy-training rows; Table V: the received map, FDS off and on.
     tables = render_tables(report)
     ablation = tables["table_VIII_ablation"].splitlines()[4:]

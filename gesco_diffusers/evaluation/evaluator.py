@@ -57,6 +57,7 @@ from .metrics import (
     DetrDetector,
     FeatureStatistics,
     FIDMetric,
+    JudgeFeatureExtractor,
     LPIPSMetric,
     SegmentationJudge,
     default_camvid_judge_path,
@@ -473,6 +474,18 @@ class KPISuite:
     detector: Optional[DetrDetector] = None
     depth: Optional[DepthEstimator] = None
     notes: list[str] = field(default_factory=list)
+    #: Frechet distance of the judge's pooled encoder features ("judge FD"; not comparable to FID: other network),
+    #: built from the judge when not given.
+    judge_fd: Optional[FIDMetric] = None
+
+    def __post_init__(self) -> None:
+        if self.judge_fd is None and self.judge is not None:
+            self.judge_fd = FIDMetric(JudgeFeatureExtractor(self.judge), device=self.judge.device)
+
+    @property
+    def frechet_metrics(self) -> dict[str, FIDMetric]:
+        """The distribution-level KPIs (real and generated feature statistics): FID and judge FD."""
+        return {key: metric for key, metric in (("fid", self.fid), ("judge_fd", self.judge_fd)) if metric is not None}
 
     def _judge_targets(self, items: Sequence[EvaluationItem]) -> torch.Tensor:
         """The label maps in the judge's id space, ``(B, H, W)``."""
@@ -482,12 +495,12 @@ class KPISuite:
         """One pass over the real photos: the FID statistics of the real set and the judge's ceiling (its mIoU on
         the real photos against the labels)."""
         matrix = self.judge.new_confusion_matrix() if self.judge is not None else None
-        if self.fid is not None:
-            self.fid.reset()  # a suite may serve several evaluations
+        for metric in self.frechet_metrics.values():
+            metric.reset()  # a suite may serve several evaluations
         for items in data.batches(indices, batch_size):
             photos = _photos(items)
-            if self.fid is not None:
-                self.fid.update(photos, real=True)
+            for metric in self.frechet_metrics.values():
+                metric.update(photos, real=True)
             if matrix is not None:
                 matrix.update(self.judge.predict(photos), self._judge_targets(items))
         if matrix is None:
@@ -501,7 +514,7 @@ class KPISuite:
         matrix = self.judge.new_confusion_matrix() if self.judge is not None else None
         detection = DetectionMAP() if downstream and self.detector is not None else None
         use_depth = downstream and self.depth is not None
-        generated_stats = FeatureStatistics() if self.fid is not None else None
+        generated_stats = {key: FeatureStatistics() for key in self.frechet_metrics}
         per_image: list[dict[str, Any]] = []
         for items in data.batches(indices, batch_size):
             images, photos = _load_images(folder, items), _photos(items)
@@ -514,8 +527,8 @@ class KPISuite:
             if self.lpips is not None:
                 for row, value in zip(rows, self.lpips(images, photos).tolist()):
                     row["lpips"] = value
-            if generated_stats is not None:
-                generated_stats.update(self.fid.features(images))
+            for key, metric in self.frechet_metrics.items():
+                generated_stats[key].update(metric.features(images))
             if detection is not None:
                 self.detector.update(detection, images, photos)
             if use_depth:
@@ -532,9 +545,10 @@ class KPISuite:
         if matrix is not None:
             result = matrix.compute()
             kpis.update(miou=result.miou, pixel_accuracy=result.pixel_accuracy)
-        if generated_stats is not None and generated_stats.count >= 2:
-            self.fid.generated = generated_stats
-            kpis["fid"] = self.fid.compute()
+        for key, metric in self.frechet_metrics.items():
+            if generated_stats[key].count >= 2 and metric.real.count >= 2:
+                metric.generated = generated_stats[key]
+                kpis[key] = metric.compute()
         if detection is not None:
             result = detection.compute()
             kpis.update(map=result.map, map50=result.map50)

@@ -30,12 +30,14 @@ from ..utils.files import atomic_write_text
 
 #: KPI keys of :attr:`RunRecord.kpis` (``*_std`` keys hold the spread of per-image KPIs).
 KPI_KEYS = (
-    "fid", "lpips", "lpips_std", "miou", "pixel_accuracy", "map", "map50", "depth_rmse", "depth_rmse_std", "bpp",
+    "fid", "judge_fd", "lpips", "lpips_std", "miou", "pixel_accuracy", "map", "map50", "depth_rmse", "depth_rmse_std", "bpp",
 )
 
 #: (title, arrow, decimals, std key) of the KPIs shown in tables and plots.
 KPI_FORMATS: dict[str, tuple[str, str, int, Optional[str]]] = {
     "fid": ("FID", "↓", 2, None),
+    # Frechet distance of the judge's pooled encoder features: a realism figure, not comparable to FID.
+    "judge_fd": ("judge FD (not FID)", "↓", 2, None),
     "lpips": ("LPIPS", "↓", 3, "lpips_std"),
     "miou": ("mIoU", "↑", 3, None),
     "map": ("mAP", "↑", 3, None),
