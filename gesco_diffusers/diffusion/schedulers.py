@@ -7,13 +7,16 @@ noise schedule, so any of them can drive a model trained with it.
 
 from __future__ import annotations
 
-from typing import Union
+import inspect
+from typing import Optional, Union
 
 from diffusers import (
     DDIMScheduler,
+    DDPMParallelScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    UnCLIPScheduler,
     UniPCMultistepScheduler,
 )
 
@@ -80,6 +83,54 @@ def build_scheduler(name: str, config: Union[dict, None] = None, **overrides):
     if key == "euler":
         return EulerDiscreteScheduler(**{**base, **overrides})
     raise ValueError(f"unknown sampler {name!r}; choose from {SAMPLERS}")
+
+
+#: Schedulers whose ``step`` *reads* the learned variance: given a model output with twice the image channels and a
+#: ``variance_type`` of ``"learned"``/``"learned_range"``, their ancestral step draws its noise with it (and fails
+#: without it). The DPM-Solver family (multistep, singlestep, SA-Solver) accepts the same ``variance_type`` but only
+#: slices the variance channels off, and every other scheduler reads epsilon alone, so they all get epsilon only.
+LEARNED_VARIANCE_SCHEDULERS = (DDPMScheduler, DDPMParallelScheduler, UnCLIPScheduler)
+
+
+def scheduler_reads_learned_variance(scheduler) -> bool:
+    """Whether ``scheduler.step`` needs the model output with its variance channels (see
+    :data:`LEARNED_VARIANCE_SCHEDULERS`). Decided by the class, not by a config key: ``from_config`` copies
+    ``variance_type`` into schedulers that never read it."""
+    return isinstance(scheduler, LEARNED_VARIANCE_SCHEDULERS) and scheduler.config.variance_type in (
+        "learned", "learned_range")
+
+
+def scheduler_incompatibility(scheduler) -> Optional[str]:
+    """Why ``scheduler`` cannot drive an epsilon-predicting model trained on a discrete beta schedule (the paper's
+    diffusion), or ``None`` when it can.
+
+    Samplers of that diffusion (DDPM, DDIM, PNDM, the k-diffusion family, DPM-Solver, DEIS, UniPC, LCM, TCD, ...) derive
+    their noise levels from the model's ``alphas_cumprod`` and call it at training timesteps. Refused: schedulers with
+    their own noise levels (flow matching, EDM, consistency-model and Wuerstchen schedulers feed the U-Net times it
+    never saw), inversion schedulers (they run the diffusion forward), schedulers whose step needs extra inputs
+    (RePaint's inpainting mask), and any configured for another parametrisation than epsilon.
+    """
+    name = type(scheduler).__name__
+    config = getattr(scheduler, "config", None)
+    if not callable(getattr(scheduler, "step", None)) or not callable(getattr(scheduler, "set_timesteps", None)):
+        return f"{name} is not a diffusers scheduler (it needs set_timesteps and step)"
+    if "FlowMatch" in name or getattr(config, "use_flow_sigmas", False) or \
+            getattr(config, "prediction_type", None) == "flow_prediction":
+        return (f"{name} is a flow-matching scheduler (velocity prediction on its own sigma schedule); this U-Net "
+                f"predicts the noise of a discrete DDPM schedule")
+    if getattr(scheduler, "alphas_cumprod", None) is None:
+        return (f"{name} defines its own noise levels instead of the model's beta schedule (no alphas_cumprod), so "
+                f"it would call the U-Net at times it was not trained on")
+    if "Inverse" in name:
+        return f"{name} inverts images into noise (it runs the diffusion forward), it does not sample"
+    required = [p.name for p in list(inspect.signature(scheduler.step).parameters.values())[3:]
+                if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if required:
+        return f"{name}.step needs {', '.join(required)}, which plain sampling does not have"
+    prediction = getattr(config, "prediction_type", "epsilon")
+    if prediction != "epsilon":
+        return f"{name} is configured for prediction_type={prediction!r}; this U-Net predicts epsilon"
+    return None
 
 
 def respaced_timesteps(num_train_timesteps: int, section_counts: Union[str, int]) -> list[int]:

@@ -22,7 +22,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from ..diffusion.schedulers import DEFAULT_SAMPLING_STEPS
+from ..diffusion.schedulers import DEFAULT_SAMPLING_STEPS, scheduler_incompatibility, scheduler_reads_learned_variance
 from ..models import SemanticModulationCache, SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
 from ..receiver import FDS_METHODS, FastDenoisingSemantic, build_fds
@@ -82,9 +82,11 @@ class GescoPipeline(DiffusionPipeline):
 
     Components:
         unet ([`SemanticUNet2DModel`]): the SPADE diffusion U-Net.
-        scheduler: any diffusers scheduler. With a learned-variance U-Net, schedulers whose ``variance_type`` is
-            ``"learned_range"`` (``DDPMScheduler``, ``DPMSolverMultistepScheduler``) receive the variance channels;
-            others (DDIM, UniPC, Euler, ...) get the epsilon channels only.
+        scheduler: a diffusers scheduler of the DDPM family, e.g. ``DDIMScheduler.from_config(pipe.scheduler.config)``.
+            Schedulers whose step reads a learned variance (``DDPMScheduler`` with ``variance_type="learned_range"``)
+            get the U-Net's variance channels, all others its epsilon channels only; schedulers that cannot drive the
+            model (flow matching, EDM, ...) are refused before sampling
+            (:func:`~gesco_diffusers.diffusion.schedulers.scheduler_incompatibility`).
 
     Config:
         semantic_config (`dict`, *optional*): ``{"dataset": DatasetPreset.to_dict(), "map_encoding": ...,
@@ -136,11 +138,15 @@ class GescoPipeline(DiffusionPipeline):
         return (size, size) if isinstance(size, int) else tuple(size)
 
     def _scheduler_takes_variance(self) -> bool:
-        takes = getattr(self.scheduler.config, "variance_type", None) in ("learned", "learned_range")
+        """Whether the scheduler's step gets the variance channels; raises if the scheduler cannot drive the model."""
+        problem = scheduler_incompatibility(self.scheduler)
+        if problem is not None:
+            raise ValueError(f"cannot sample with this scheduler: {problem}")
+        takes = scheduler_reads_learned_variance(self.scheduler)
         if takes and not self.unet.learned_variance:
             raise ValueError(
-                "the scheduler expects a learned variance (variance_type='learned_range') but the U-Net predicts "
-                f"{self.unet.config.out_channels} channels only"
+                f"{type(self.scheduler).__name__} with variance_type={self.scheduler.config.variance_type!r} reads a "
+                f"learned variance but the U-Net predicts {self.unet.config.out_channels} channels only"
             )
         return takes
 
@@ -251,6 +257,19 @@ class GescoPipeline(DiffusionPipeline):
         eps = out_uncond[:, :eps_channels] + scale * (out_cond[:, :eps_channels] - out_uncond[:, :eps_channels])
         return torch.cat([eps, out_cond[:, eps_channels:]], dim=1)
 
+    def _set_timesteps(self, num_inference_steps: int, timesteps: Optional[list[int]], device) -> torch.Tensor:
+        """The scheduler's timesteps. Schedulers check their own limits (LCM: no more steps than its
+        ``original_inference_steps``; PNDM: at least 4 steps with its Runge-Kutta warm-up), some with errors deep in
+        numpy: they are raised here, before any sampling, naming the scheduler."""
+        if timesteps is not None:
+            num_inference_steps = None
+        try:
+            return retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)[0]
+        except Exception as err:
+            what = f"num_inference_steps={num_inference_steps}" if timesteps is None else f"timesteps={timesteps}"
+            message = " ".join(str(err).split())
+            raise ValueError(f"{type(self.scheduler).__name__} cannot run {what}: {message}") from err
+
     @torch.no_grad()
     def __call__(
         self,
@@ -297,6 +316,7 @@ class GescoPipeline(DiffusionPipeline):
             if name not in self._callback_tensor_inputs:
                 raise ValueError(f"callback tensor input {name!r} not in {self._callback_tensor_inputs}")
         guidance_scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+        takes_variance = self._scheduler_takes_variance()
         device = self._execution_device
 
         maps = self.prepare_semantic_map(segmap, instance_map, channel, fds, generator, device)
@@ -310,12 +330,8 @@ class GescoPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        timesteps, num_inference_steps = retrieve_timesteps(
-            self.scheduler, None if timesteps is not None else num_inference_steps, device, timesteps
-        )
+        timesteps = self._set_timesteps(num_inference_steps, timesteps, device)
         latents = latents.to(device) * self.scheduler.init_noise_sigma
-
-        takes_variance = self._scheduler_takes_variance()
         step_kwargs = {"generator": generator} if _accepts(self.scheduler.step, "generator") else {}
         model_maps = self._model_maps(cond, guidance_scale, reuse_semantic_modulation)
         for i, t in enumerate(self.progress_bar(timesteps)):
