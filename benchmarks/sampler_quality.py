@@ -133,12 +133,14 @@ def weights_digest(pipe) -> str:
 
 
 def reference_key(weights: str, scheduler, stem: str, seed: int, size, guidance: float, steps: int,
-                  device: str) -> str:
+                  device: str, extra: Optional[dict] = None) -> str:
     """Hash of everything one map's reference image depends on (weights, sampler, map, seed, size, guidance, steps,
-    device)."""
+    device, and ``extra`` settings such as the channel condition)."""
     settings = dict(weights=weights, stem=stem, seed=seed, size=list(size), guidance=guidance, steps=steps,
                     device=torch.device(device).type,
                     scheduler={k: v for k, v in scheduler.config.items() if not k.startswith("_")})
+    if extra:
+        settings["extra"] = extra
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
