@@ -31,8 +31,8 @@ from gesco_diffusers.pipelines.pipeline_gesco import TRAINING_STATE_PATTERNS
 TRAINING_ARGS = {"learning_rate": 1e-4, "train_steps": 2000, "batch_size": 4, "drop_rate": 0.2,
                  "noise_psnr_db": [5, 10, 15, 20, 25, 30]}
 KPIS = {"clean map": {"mIoU": 0.412, "FID": 88.5, "LPIPS": 0.51}, "AWGN 10 dB + FDS": {"mIoU": 0.35, "FID": None}}
-PIPELINE_FILES = ["README.md", "model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
-                  "unet/diffusion_pytorch_model.safetensors"]
+PIPELINE_FILES = ["README.md", "model_index.json", "pipeline.py", "scheduler/scheduler_config.json", "unet/config.json",
+                  "unet/diffusion_pytorch_model.safetensors", "unet/unet_semantic.py"]  # .py: DiffusionPipeline loading
 
 
 @pytest.fixture(scope="module", autouse=True)

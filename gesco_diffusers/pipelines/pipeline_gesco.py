@@ -8,6 +8,7 @@ scheduler.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -28,6 +29,7 @@ from ..presets import DatasetPreset, default_palette
 from ..receiver import FDS_METHODS, FastDenoisingSemantic, build_fds
 from ..sender.encoding import SemanticEncoder, instance_edges
 from .inputs import MapInput, check_float_map, check_label_map, check_spatial_size, is_label_map, to_batched_tensor
+from .loading import loading_names, package_names, write_loading_modules
 
 #: How the conditioning map is laid out. ``"one_hot"``: C = classes (+ instance edges), the paper's encoding.
 #: ``"label_index_and_edges"``: the 2-channel ``[raw label id, edge]`` map of checkpoints trained with the authors'
@@ -352,6 +354,29 @@ class GescoPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return GescoPipelineOutput(images=images, semantic_maps=maps)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Saving and loading
+
+    def save_config(self, save_directory: Union[str, os.PathLike], push_to_hub: bool = False, **kwargs):
+        """Write ``model_index.json`` and the modules it names for ``DiffusionPipeline.from_pretrained(folder,
+        trust_remote_code=True)`` (``pipeline.py``, ``unet/unet_semantic.py``; see :mod:`.loading`)."""
+        write_loading_modules(save_directory, json.loads(self.to_json_string()), type(self))
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    def to_json_string(self) -> str:
+        """The pipeline config as saved: naming the loading modules written by :meth:`save_config`."""
+        return json.dumps(loading_names(json.loads(super().to_json_string()), type(self)), indent=2,
+                          sort_keys=True) + "\n"
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """The saved config with the loading modules mapped back to the package's classes, so that
+        ``GescoPipeline.from_pretrained`` runs no code from the folder (no ``trust_remote_code`` needed)."""
+        loaded = super().load_config(*args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (package_names(loaded[0]), *loaded[1:])
+        return package_names(loaded)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Hub
