@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.sampling_cost import load_pipeline  # noqa: E402
 from gesco_diffusers.channel import build_channel  # noqa: E402
 from gesco_diffusers.diffusion import DEFAULT_SAMPLING_STEPS  # noqa: E402
-from gesco_diffusers.transmit import read_label_map, resize_labels, sample_maps  # noqa: E402
+from gesco_diffusers.shipped import sample_maps  # noqa: E402
+from gesco_diffusers.transmit import read_label_map, resize_labels  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from gesco_diffusers.models import SemanticModulationCache, SemanticUNet2DModel, semantic_unet_config  # noqa: E402
-from gesco_diffusers.transmit import demo_model_path  # noqa: E402
+from gesco_diffusers.shipped import demo_model_path  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -12,7 +12,6 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,38 +20,24 @@ import PIL.Image
 import torch
 
 from .channel import CHANNEL_REGISTRY, build_channel
-from .diffusion import DEFAULT_SAMPLING_STEPS, SAMPLERS, build_scheduler
+from .diffusion import SAMPLERS, build_scheduler
 from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
 from .presets import DatasetPreset
 from .sender.codecs import available_codecs, encode_semantic_map
+from .shipped import DEFAULT_MODEL, SHIPPED_MODELS, resolve_model, sample_maps
 from .utils.files import atomic_save, check_writable_dir
 from .visualize import colorize, make_panel
 
 FDS_METHODS = ("paper", "none")
 
 
-def assets_dir() -> Path:
-    return Path(str(resources.files("gesco_diffusers").joinpath("assets")))
-
-
-def demo_model_path() -> Path:
-    """The shipped CamVid demo pipeline (``gesco_diffusers/assets/demo/camvid``)."""
-    return assets_dir() / "demo" / "camvid"
-
-
-def sample_maps() -> list[Path]:
-    return sorted((assets_dir() / "samples" / "camvid" / "labels").glob("*.png"))
-
-
 def load_pipeline(model: Optional[str], device: str) -> tuple[GescoPipeline, str]:
     """The pipeline to run and a one-line description of where it came from."""
+    model = resolve_model(model)
     if model is None:
-        if (demo_model_path() / "model_index.json").is_file():
-            model = str(demo_model_path())
-        else:
-            pipe = GescoPipeline.from_unet_config("camvid-small", dataset="camvid", seed=0)
-            return pipe.to(device), "UNTRAINED placeholder (random camvid-small weights: the image will be noise)"
+        pipe = GescoPipeline.from_unet_config("camvid-small", dataset="camvid", seed=0)
+        return pipe.to(device), "UNTRAINED placeholder (random camvid-small weights: the image will be noise)"
     if not os.path.isdir(model) and os.path.exists(model):
         raise ValueError(f"--model {model!r} is not a pipeline folder")
     if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "model_index.json")):
@@ -179,9 +164,11 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     miou_received = compute_miou(received_ids, label_tensor, classes, preset.ignore_ids).miou
     miou_fds = compute_miou(denoised_ids, label_tensor, classes, preset.ignore_ids).miou
 
-    guidance = preset.guidance_scale if args.guidance is None else args.guidance
+    # Defaults are the pipeline's own (a distilled model stores 4 steps and guidance 1: it is in the weights).
+    guidance = pipe.default_guidance_scale if args.guidance is None else args.guidance
+    steps = args.steps if args.steps is not None else pipe.default_num_inference_steps
     start = time.perf_counter()
-    image = pipe(maps.received, fds=args.fds, num_inference_steps=args.steps, guidance_scale=guidance,
+    image = pipe(maps.received, fds=args.fds, num_inference_steps=steps, guidance_scale=guidance,
                  generator=torch.Generator().manual_seed(args.seed), output_type="pil").images[0]
     seconds_gen = time.perf_counter() - start
 
@@ -207,7 +194,7 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
         model=model_desc, map=str(map_path), resolution=size, channel=channel_desc, codec=args.codec,
         bpp=coded.bpp, bits_per_element=coded.bits_per_element, map_miou_received=miou_received,
         map_miou_fds=miou_fds, fds=args.fds, sampler=args.sampler if args.sampler != "default" else
-        type(pipe.scheduler).__name__, steps=args.steps, guidance_scale=guidance, seed=args.seed,
+        type(pipe.scheduler).__name__, steps=steps, guidance_scale=guidance, seed=args.seed,
         seconds_preprocessing=seconds_pre, seconds_generation=seconds_gen, panel=str(panel_path),
     )
 
@@ -215,14 +202,15 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map", help="label map PNG of class ids (default: a shipped CamVid sample)")
     parser.add_argument("--photo", help="the original photo, for the panel (default: found next to the map)")
-    parser.add_argument("--model", help="GescoPipeline folder or Hub repo id (default: the shipped demo model)")
+    parser.add_argument("--model", help=f"GescoPipeline folder, Hub repo id, or a shipped model: {sorted(SHIPPED_MODELS)} "
+                                        f"(default: {DEFAULT_MODEL}; fast = the distilled 4-call student)")
     parser.add_argument("--channel", default="awgn", choices=sorted(CHANNEL_REGISTRY))
     parser.add_argument("--psnr", type=float, default=10.0, help="channel PSNR in dB (Eq. 15); inf = noiseless")
     parser.add_argument("--ebn0", type=float, default=6.0, help="Eb/N0 in dB for --channel digital")
     parser.add_argument("--codec", default="png", help="lossless map codec for the BPP figure")
     parser.add_argument("--fds", default="paper", choices=FDS_METHODS)
     parser.add_argument("--sampler", default="default", choices=("default",) + SAMPLERS)
-    parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLING_STEPS)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="generation size (default: model's)")
@@ -235,7 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
     if args.codec not in available_codecs(lossless=True):
         raise ValueError(f"--codec {args.codec!r} is not an available lossless codec: {available_codecs(lossless=True)}")

@@ -1018,7 +1018,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 
 
 def _default_model() -> str:
-    from ..transmit import demo_model_path
+    from ..shipped import demo_model_path
 
     path = demo_model_path()
     if not (path / "model_index.json").is_file():

@@ -1,0 +1,53 @@
+"""What ships inside the package: the CamVid demo pipelines and sample maps (``gesco_diffusers/assets``).
+
+One place for their paths, so commands, the evaluator, the demo and the benchmarks agree on what ``--model fast``
+means. Light: importing it loads no torch.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+#: Shipped pipelines by the short names the commands accept (``--model demo``, ``--model fast``).
+#: ``demo``: the CamVid model trained with ``training/train.py`` (SDE-DPM-Solver++, 40 guided steps);
+#: ``fast``: its consistency-distilled student (``training/distill.py``; 4 U-Net calls per image, no guidance pass).
+SHIPPED_MODELS = {"demo": "camvid", "fast": "camvid-fast"}
+#: The model the commands run when none is named.
+DEFAULT_MODEL = "demo"
+
+
+def assets_dir() -> Path:
+    return Path(str(resources.files("gesco_diffusers").joinpath("assets")))
+
+
+def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Folder of a shipped pipeline by its short name (see :data:`SHIPPED_MODELS`)."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"unknown shipped model {name!r}; choose one of {sorted(SHIPPED_MODELS)}")
+    return assets_dir() / "demo" / SHIPPED_MODELS[name]
+
+
+def demo_model_path() -> Path:
+    """The shipped CamVid demo pipeline (``gesco_diffusers/assets/demo/camvid``)."""
+    return shipped_model_path("demo")
+
+
+def resolve_model(model: Optional[str]) -> Optional[str]:
+    """``None`` -> the default shipped model's folder (``None`` if it is not installed); a shipped name -> its folder;
+    anything else (a folder or Hub id) unchanged."""
+    if model is None:
+        path = shipped_model_path(DEFAULT_MODEL)
+        return str(path) if (path / "model_index.json").is_file() else None
+    if model in SHIPPED_MODELS:
+        path = shipped_model_path(model)
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"the shipped model {model!r} is not installed at {path}")
+        return str(path)
+    return model
+
+
+def sample_maps() -> list[Path]:
+    """The shipped CamVid sample label maps (their photos are in the sibling ``images`` folder)."""
+    return sorted((assets_dir() / "samples" / "camvid" / "labels").glob("*.png"))
