@@ -99,6 +99,22 @@ def check_float_map(segmap: torch.Tensor, channels: int, what: str = "segmap") -
     return segmap
 
 
+def check_not_empty(batch: int, height: int, width: int, what: str = "segmap") -> None:
+    if batch == 0:
+        raise ValueError(f"{what}: empty batch (0 maps)")
+    if height == 0 or width == 0:
+        raise ValueError(f"{what}: empty map ({height}x{width} pixels)")
+
+
+def check_instance_map(instances: torch.Tensor, label_shape: tuple, what: str = "instance_map") -> torch.Tensor:
+    """Validate instance ids against the label map ``(B, H, W)`` they belong to."""
+    if instances.dtype == torch.bool or instances.is_floating_point() or instances.is_complex():
+        raise ValueError(f"{what}: wrong dtype {instances.dtype}; instance ids must be integers")
+    if tuple(instances.shape) != tuple(label_shape):
+        raise ValueError(f"{what}: shape {tuple(instances.shape)} does not match the label map {tuple(label_shape)}")
+    return instances
+
+
 def check_spatial_size(height: int, width: int, factor: int, what: str = "segmap") -> None:
     if height % factor or width % factor:
         raise ValueError(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -17,6 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.utils import BaseOutput
@@ -28,13 +31,27 @@ from ..models import SemanticModulationCache, SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
 from ..receiver import FDS_METHODS, FastDenoisingSemantic, build_fds
 from ..sender.encoding import SemanticEncoder, instance_edges
-from .inputs import MapInput, check_float_map, check_label_map, check_spatial_size, is_label_map, to_batched_tensor
+from .inputs import (
+    MapInput,
+    check_float_map,
+    check_instance_map,
+    check_label_map,
+    check_not_empty,
+    check_spatial_size,
+    is_label_map,
+    to_batched_tensor,
+)
 from .loading import loading_names, package_names, write_loading_modules
 
 #: How the conditioning map is laid out. ``"one_hot"``: C = classes (+ instance edges), the paper's encoding.
 #: ``"label_index_and_edges"``: the 2-channel ``[raw label id, edge]`` map of checkpoints trained with the authors'
 #: ``one_hot_label=False`` default (reference doc section 7, bug 3).
 MAP_ENCODINGS = ("one_hot", "label_index_and_edges")
+
+#: How the channel noise is drawn when ``num_images_per_map > 1``: ``"per_map"``, once per map (its images share the
+#: received map and show the sampler's diversity); ``"per_image"``, once per image (each image sees its own channel
+#: realisation, so they also show the channel's effect).
+CHANNEL_DRAWS = ("per_map", "per_image")
 
 #: Folders never uploaded or downloaded with a pipeline (Accelerate training state).
 TRAINING_STATE_PATTERNS = [
@@ -79,6 +96,43 @@ def _accepts(fn: Callable, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
 
+def _repeat(x: Optional[torch.Tensor], repeats: int) -> Optional[torch.Tensor]:
+    """Each row ``repeats`` times in a row (images of the same map are neighbours, as diffusers orders prompts)."""
+    return x if x is None or repeats == 1 else x.repeat_interleave(repeats, dim=0)
+
+
+def _check_num_steps(value, num_train_timesteps: int, what: str = "num_inference_steps") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    if value > num_train_timesteps:
+        raise ValueError(f"{what}={value} exceeds the scheduler's {num_train_timesteps} training timesteps")
+
+
+def _check_guidance_scale(value, what: str = "guidance_scale") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0 (values <= 1 mean no guidance), got {value!r}")
+
+
+def _check_timesteps(timesteps, num_train_timesteps: int) -> list[int]:
+    """Custom timesteps as a list of ints: integer, in ``[0, num_train_timesteps)``, strictly descending."""
+    try:
+        values = torch.as_tensor(timesteps).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"timesteps must be a sequence of integers, got {timesteps!r}") from None
+    if values.numel() == 0:
+        raise ValueError("timesteps is empty; pass the descending training timesteps to sample at")
+    if values.dtype == torch.bool or (values.is_floating_point() and not (values == values.round()).all()):
+        raise ValueError(f"timesteps must be integers, got {values.tolist()}")
+    values = values.long().tolist()
+    outside = [t for t in values if not 0 <= t < num_train_timesteps]
+    if outside:
+        raise ValueError(f"timesteps must lie in [0, {num_train_timesteps}), got {outside}")
+    for a, b in zip(values, values[1:]):
+        if a <= b:
+            raise ValueError(f"timesteps must be strictly descending, got {a} then {b}")
+    return values
+
+
 class GescoPipeline(DiffusionPipeline):
     r"""Generative semantic communication receiver: regenerate images from (noisy) semantic maps.
 
@@ -92,12 +146,16 @@ class GescoPipeline(DiffusionPipeline):
 
     Config:
         semantic_config (`dict`, *optional*): ``{"dataset": DatasetPreset.to_dict(), "map_encoding": ...,
-            "psnr_convention": ..., "guidance_scale": ...}``; without it the map is taken as ``segmap_channels``
-            plain class channels.
+            "psnr_convention": ..., "guidance_scale": ..., "num_inference_steps": ...}``; without it the map is taken
+            as ``segmap_channels`` plain class channels. ``guidance_scale`` and ``num_inference_steps`` are the
+            sampling defaults of ``__call__`` (a distilled pipeline stores its few steps and no guidance).
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents"]
+    _guidance_scale: Optional[float] = None
+    _num_timesteps: Optional[int] = None
+    _interrupt = False
 
     def __init__(self, unet: SemanticUNet2DModel, scheduler, semantic_config: Optional[dict] = None):
         super().__init__()
@@ -106,6 +164,12 @@ class GescoPipeline(DiffusionPipeline):
         encoding = semantic_config.setdefault("map_encoding", "one_hot")
         if encoding not in MAP_ENCODINGS:
             raise ValueError(f"map_encoding must be one of {MAP_ENCODINGS}, got {encoding!r}")
+        # Stored sampling defaults fail at loading, not at the first call.
+        if "guidance_scale" in semantic_config:
+            _check_guidance_scale(semantic_config["guidance_scale"], "semantic_config['guidance_scale']")
+        if "num_inference_steps" in semantic_config:
+            _check_num_steps(semantic_config["num_inference_steps"], scheduler.config.num_train_timesteps,
+                             "semantic_config['num_inference_steps']")
         self.register_to_config(semantic_config=semantic_config)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
 
@@ -134,6 +198,27 @@ class GescoPipeline(DiffusionPipeline):
     def default_guidance_scale(self) -> float:
         cfg = self.config.semantic_config or {}
         return float(cfg.get("guidance_scale", self.dataset_preset.guidance_scale))
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """The steps stored with the pipeline (``semantic_config["num_inference_steps"]``), else
+        ``DEFAULT_SAMPLING_STEPS``."""
+        return int((self.config.semantic_config or {}).get("num_inference_steps", DEFAULT_SAMPLING_STEPS))
+
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale of the running (or last) call, for callbacks."""
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        """The number of scheduler steps of the running (or last) call."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` in a callback to skip the remaining steps (as in diffusers' pipelines)."""
+        return self._interrupt
 
     def _sample_size(self) -> tuple[int, int]:
         size = self.unet.config.sample_size or 64
@@ -175,6 +260,8 @@ class GescoPipeline(DiffusionPipeline):
         fds: Union[bool, str, nn.Module, None] = True,
         generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
         device: Optional[torch.device] = None,
+        num_images_per_map: int = 1,
+        channel_draw: str = "per_map",
     ) -> PreparedSemanticMap:
         """Run the communication chain up to the conditioning map, so users can inspect every stage.
 
@@ -182,46 +269,81 @@ class GescoPipeline(DiffusionPipeline):
             segmap: a label map (integer ``(H, W)``/``(B, H, W)`` tensor or array, single-channel PIL image, or a list)
                 that the sender encodes, or a float one-hot/received map ``(B, C, H, W)``. For a float map the
                 transmitted channels are those that are not identically zero (absent classes arrive as exact zeros).
-            instance_map: instance ids for the edge channel (datasets with instances). Without it the label map itself
-                is used, so class borders become the edges.
+            instance_map: instance ids for the edge channel, the shape of the label map (datasets with instances).
+                Without it the label map itself is used, so class borders become the edges. Models without an edge
+                channel do not use it; a float ``segmap`` already carries its edges, so it is refused there.
             channel: a channel model from :mod:`gesco_diffusers.channel` (``None``: the map arrives as sent).
             fds: ``True``/``"paper"`` for the paper's FDS (Eq. 1), ``False`` for none, another registered method name,
                 or any module ``(received, transmitted) -> denoised``.
-            generator: seeds the channel noise (a list is accepted; its first generator is used).
+            generator: seeds the channel noise: one generator, or one per image (``B * num_images_per_map``); with a
+                list, map ``b``'s noise comes from the generator of its first image alone (``"per_map"``) or each
+                image's from its own (``"per_image"``), so a map's result does not depend on its batch-mates.
+            num_images_per_map, channel_draw: see :data:`CHANNEL_DRAWS`.
+
+        Returns:
+            One entry per image: rows ``b * num_images_per_map ...`` belong to map ``b``.
         """
+        if isinstance(num_images_per_map, bool) or not isinstance(num_images_per_map, numbers.Integral) \
+                or num_images_per_map < 1:
+            raise ValueError(f"num_images_per_map must be a positive integer, got {num_images_per_map!r}")
+        if channel_draw not in CHANNEL_DRAWS:
+            raise ValueError(f"channel_draw must be one of {CHANNEL_DRAWS}, got {channel_draw!r}")
         preset = self.dataset_preset
         device = device or self._execution_device
-        tensor = to_batched_tensor(segmap, "segmap")
-        if is_label_map(tensor):
-            labels = check_label_map(tensor, preset.num_classes, "segmap")
-            check_spatial_size(*labels.shape[-2:], self.unet.downsampling_factor, "segmap")
-            instances = None
-            if preset.use_instance_edges:
-                instances = labels if instance_map is None else to_batched_tensor(instance_map, "instance_map")
-                if instances.shape != labels.shape:
-                    raise ValueError(
-                        f"instance_map shape {tuple(instances.shape)} does not match segmap {tuple(labels.shape)}"
-                    )
-            encoded = SemanticEncoder.from_preset(preset).encode(labels, instances)
-            clean, transmitted = encoded.one_hot.to(device), encoded.transmitted.to(device)
-        else:
-            clean = None
-            received_in = check_float_map(tensor.float(), preset.map_channels, "segmap").to(device)
-            check_spatial_size(*received_in.shape[-2:], self.unet.downsampling_factor, "segmap")
-            transmitted = received_in.flatten(2).abs().amax(-1) > 0
+        clean, sent, transmitted = self._encode(segmap, instance_map, preset, device)
+        num_images = sent.shape[0] * num_images_per_map
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise ValueError(
+                f"got {len(generator)} generators for {num_images} images ({sent.shape[0]} maps x "
+                f"{num_images_per_map} per map); pass one generator, or one per image"
+            )
 
-        sent = clean if clean is not None else received_in
-        if channel is not None:
-            gen = generator[0] if isinstance(generator, list) else generator
-            received = channel(sent, transmitted, generator=gen)
-        else:
-            received = sent
+        per_image = channel_draw == "per_image"
+        if per_image:  # each image gets its own copy of the map, hence its own channel realisation
+            clean, sent, transmitted = (_repeat(x, num_images_per_map) for x in (clean, sent, transmitted))
+        channel_generator = generator[::num_images_per_map] if isinstance(generator, list) and not per_image \
+            else generator
+        received = self._transmit(channel, sent, transmitted, channel_generator)
         fds_module = self._fds_module(fds)
         denoised = fds_module(received, transmitted) if fds_module is not None else received
-        return PreparedSemanticMap(
-            clean=clean, received=received, denoised=denoised, transmitted=transmitted,
-            conditioning=self._conditioning_from_map(denoised, preset),
-        )
+        stages = dict(clean=clean, received=received, denoised=denoised, transmitted=transmitted,
+                      conditioning=self._conditioning_from_map(denoised, preset))
+        repeats = 1 if per_image else num_images_per_map
+        return PreparedSemanticMap(**{name: _repeat(x, repeats) for name, x in stages.items()})
+
+    def _encode(self, segmap: MapInput, instance_map: Optional[MapInput], preset: DatasetPreset, device):
+        """``(clean, sent, transmitted)``: the sender's one-hot map (``None`` for a received float map), the map that
+        enters the channel, and the channels that were sent."""
+        tensor = to_batched_tensor(segmap, "segmap")
+        if not is_label_map(tensor):
+            if instance_map is not None:
+                raise ValueError("instance_map applies to label maps; a float (one-hot or received) segmap already "
+                                 "carries its edge channel")
+            received = check_float_map(tensor.float(), preset.map_channels, "segmap")
+            check_not_empty(received.shape[0], *received.shape[-2:], "segmap")
+            check_spatial_size(*received.shape[-2:], self.unet.downsampling_factor, "segmap")
+            return None, received.to(device), received.flatten(2).abs().amax(-1).to(device) > 0
+        labels = check_label_map(tensor, preset.num_classes, "segmap")
+        check_not_empty(*labels.shape, "segmap")
+        check_spatial_size(*labels.shape[-2:], self.unet.downsampling_factor, "segmap")
+        instances = None
+        if instance_map is not None:
+            instances = check_instance_map(to_batched_tensor(instance_map, "instance_map"), labels.shape)
+        if preset.use_instance_edges and instances is None:
+            instances = labels
+        encoded = SemanticEncoder.from_preset(preset).encode(labels, instances if preset.use_instance_edges else None)
+        clean = encoded.one_hot.to(device)
+        return clean, clean, encoded.transmitted.to(device)
+
+    @staticmethod
+    def _transmit(channel: Optional[nn.Module], sent: torch.Tensor, transmitted: torch.Tensor, generator):
+        """The channel; with one generator per map, map ``i``'s noise is drawn from generator ``i`` alone."""
+        if channel is None:
+            return sent
+        if isinstance(generator, list):
+            return torch.cat([channel(sent[i:i + 1], transmitted[i:i + 1], generator=g)
+                              for i, g in enumerate(generator)])
+        return channel(sent, transmitted, generator=generator)
 
     def _conditioning_from_map(self, denoised: torch.Tensor, preset: DatasetPreset) -> torch.Tensor:
         if self.map_encoding == "one_hot":
@@ -259,11 +381,43 @@ class GescoPipeline(DiffusionPipeline):
         eps = out_uncond[:, :eps_channels] + scale * (out_cond[:, :eps_channels] - out_uncond[:, :eps_channels])
         return torch.cat([eps, out_cond[:, eps_channels:]], dim=1)
 
+    def check_inputs(
+        self,
+        num_inference_steps: int,
+        timesteps: Optional[list[int]],
+        guidance_scale: float,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> None:
+        """Arguments that would otherwise fail deep inside sampling, or silently do something else."""
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if timesteps is None:
+            _check_num_steps(num_inference_steps, num_train_timesteps)
+        else:
+            _check_timesteps(timesteps, num_train_timesteps)
+        _check_guidance_scale(guidance_scale)
+        for name in callback_on_step_end_tensor_inputs:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(f"callback tensor input {name!r} not in {self._callback_tensor_inputs}")
+
+    def prepare_latents(self, batch_size: int, height: int, width: int, dtype, device, generator, latents=None):
+        """Initial noise ``(B, 3, H, W)``, scaled to the scheduler's first noise level; with one generator per image,
+        image ``i``'s noise comes from generator ``i``."""
+        shape = (batch_size, self.unet.config.in_channels, height, width)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
     def _set_timesteps(self, num_inference_steps: int, timesteps: Optional[list[int]], device) -> torch.Tensor:
         """The scheduler's timesteps. Schedulers check their own limits (LCM: no more steps than its
         ``original_inference_steps``; PNDM: at least 4 steps with its Runge-Kutta warm-up), some with errors deep in
         numpy: they are raised here, before any sampling, naming the scheduler."""
         if timesteps is not None:
+            timesteps = _check_timesteps(timesteps, self.scheduler.config.num_train_timesteps)
             num_inference_steps = None
         try:
             return retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)[0]
@@ -279,14 +433,18 @@ class GescoPipeline(DiffusionPipeline):
         instance_map: Optional[MapInput] = None,
         channel: Optional[nn.Module] = None,
         fds: Union[bool, str, nn.Module, None] = True,
-        num_inference_steps: int = DEFAULT_SAMPLING_STEPS,
+        num_inference_steps: Optional[int] = None,
         timesteps: Optional[list[int]] = None,
         guidance_scale: Optional[float] = None,
+        num_images_per_map: int = 1,
+        channel_draw: str = "per_map",
         generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
         latents: Optional[torch.Tensor] = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Optional[Callable[[Any, int, Any, dict], dict]] = None,
+        callback_on_step_end: Optional[
+            Union[Callable[[Any, int, Any, dict], dict], PipelineCallback, MultiPipelineCallbacks]
+        ] = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         reuse_semantic_modulation: bool = True,
     ) -> Union[GescoPipelineOutput, tuple]:
@@ -294,14 +452,23 @@ class GescoPipeline(DiffusionPipeline):
 
         Args:
             segmap, instance_map, channel, fds: see :meth:`prepare_semantic_map`.
-            num_inference_steps: denoising steps (ignored when ``timesteps`` is given).
-            timesteps: custom descending timesteps (e.g. the authors' respacing), if the scheduler supports them.
+            num_inference_steps: denoising steps (ignored when ``timesteps`` is given). Default: the value stored with
+                the pipeline (``semantic_config["num_inference_steps"]``), else ``DEFAULT_SAMPLING_STEPS`` (40).
+            timesteps: custom strictly descending training timesteps in ``[0, num_train_timesteps)`` (e.g. the
+                authors' respacing), if the scheduler supports them.
             guidance_scale: ``s`` of the classifier-free guidance; ``s <= 1`` runs one conditional pass per step.
                 Default: the value stored with the pipeline (2 for Cityscapes, 2.5 for COCO-Stuff/ADE20K).
-            generator: a generator, or one per image, for the initial noise, the sampler and the channel noise.
-            latents: optional initial noise ``(B, 3, H, W)``.
+            num_images_per_map: images generated for each map (like diffusers' ``num_images_per_prompt``); images of
+                map ``b`` are rows ``b * num_images_per_map ...`` of the output.
+            channel_draw: ``"per_map"`` (default): the channel noise is drawn once per map and its images share the
+                received map; ``"per_image"``: once per image (:data:`CHANNEL_DRAWS`).
+            generator: a generator, or one per image (``B * num_images_per_map``), for the initial noise, the sampler
+                and the channel noise. With a list, image ``i`` depends on generator ``i`` only (and, with
+                ``"per_map"``, on the generator of its map's first image, which draws the shared channel noise).
+            latents: optional initial noise ``(B * num_images_per_map, 3, H, W)``.
             output_type: ``"pil"``, ``"np"`` or ``"pt"``.
-            callback_on_step_end: ``fn(pipe, step, timestep, {name: tensor}) -> dict`` called after every step.
+            callback_on_step_end: ``fn(pipe, step, timestep, {name: tensor}) -> dict`` called after every step, or a
+                diffusers ``PipelineCallback``; returned ``"latents"`` replace the current ones.
             reuse_semantic_modulation: compute the SPADE modulations of the map once and reuse them at every step
                 (:class:`~gesco_diffusers.models.SemanticModulationCache`; same result, about a quarter less work per
                 step). Costs memory at high resolution (about 4 GB in fp16 for the paper's 256x512 network): pass
@@ -310,33 +477,29 @@ class GescoPipeline(DiffusionPipeline):
         Returns:
             :class:`GescoPipelineOutput` (or ``(images,)`` with ``return_dict=False``).
         """
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        if timesteps is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        for name in callback_on_step_end_tensor_inputs:
-            if name not in self._callback_tensor_inputs:
-                raise ValueError(f"callback tensor input {name!r} not in {self._callback_tensor_inputs}")
-        guidance_scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        num_inference_steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        self.check_inputs(num_inference_steps, timesteps, guidance_scale, output_type,
+                          callback_on_step_end_tensor_inputs)
         takes_variance = self._scheduler_takes_variance()
+        guidance_scale = float(guidance_scale)
+        self._guidance_scale, self._interrupt = guidance_scale, False
         device = self._execution_device
-
-        maps = self.prepare_semantic_map(segmap, instance_map, channel, fds, generator, device)
-        cond = maps.conditioning.to(device=device, dtype=self.unet.dtype)
-        batch_size, _, height, width = cond.shape
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"got {len(generator)} generators for a batch of {batch_size} maps")
-
-        shape = (batch_size, self.unet.config.in_channels, height, width)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         timesteps = self._set_timesteps(num_inference_steps, timesteps, device)
-        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        self._num_timesteps = len(timesteps)
+
+        maps = self.prepare_semantic_map(segmap, instance_map, channel, fds, generator, device, num_images_per_map,
+                                         channel_draw)
+        cond = maps.conditioning.to(device=device, dtype=self.unet.dtype)
+        latents = self.prepare_latents(cond.shape[0], *cond.shape[-2:], self.unet.dtype, device, generator, latents)
+
         step_kwargs = {"generator": generator} if _accepts(self.scheduler.step, "generator") else {}
         model_maps = self._model_maps(cond, guidance_scale, reuse_semantic_modulation)
         for i, t in enumerate(self.progress_bar(timesteps)):
+            if self.interrupt:
+                continue
             model_input = self.scheduler.scale_model_input(latents, t)
             output = self._guided_model_output(model_input, t, model_maps, guidance_scale)
             if not takes_variance:
