@@ -882,11 +882,7 @@ def evaluate(
 
     log = log or (lambda message: None)
     fds = tuple(fds)
-    if num_inference_steps is None:
-        from ..diffusion import DEFAULT_SAMPLING_STEPS
-
-        num_inference_steps = DEFAULT_SAMPLING_STEPS
-    _check_generation_arguments(seed, batch_size, num_inference_steps, fds)
+    _check_generation_arguments(seed, batch_size, 1 if num_inference_steps is None else num_inference_steps, fds)
     conditions = list(conditions) if conditions is not None else channel_grid(["awgn"], PAPER_PSNRS)
     if not conditions or not all(isinstance(c, ChannelCondition) and not c.is_clean for c in conditions):
         raise ValueError("conditions must be a non-empty list of noisy ChannelConditions (see channel_grid)")
@@ -902,6 +898,8 @@ def evaluate(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     pipe = _load_pipeline(pipeline, device)
+    if num_inference_steps is None:  # the pipeline's own (a distilled model stores its few steps)
+        num_inference_steps = pipe.default_num_inference_steps
     ablation_pipe = _load_pipeline(ablation_pipeline, device) if ablation_pipeline is not None else None
     preset = pipe.dataset_preset
     if ablation_pipe is not None and ablation_pipe.dataset_preset.map_channels != preset.map_channels:
@@ -976,11 +974,12 @@ def _save_png(picture: np.ndarray, path: Path) -> None:
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The ``gesco evaluate`` arguments (on ``parser`` if given)."""
-    from ..diffusion import DEFAULT_SAMPLING_STEPS, SAMPLERS
+    from ..diffusion import SAMPLERS
 
     parser = parser or argparse.ArgumentParser(
         prog="gesco evaluate", description="Generate and score images over channel conditions (paper Sec. IV).")
-    parser.add_argument("--model", help="GescoPipeline folder (default: the shipped CamVid demo model)")
+    parser.add_argument("--model", help="GescoPipeline folder, Hub id, or a shipped model: demo or fast "
+                                        "(default: the shipped CamVid demo model)")
     parser.add_argument("--dataset", help="dataset preset/layout (default: the model's)")
     parser.add_argument("--data-dir", help="dataset folder, e.g. .../camvid with {split}/images and {split}/labels")
     parser.add_argument("--dataset-name", help="instead of --data-dir: a Hub id or a save_to_disk folder")
@@ -992,7 +991,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--ebn0s", type=float, nargs="+", default=[], help="Eb/N0 values in dB for --channels digital")
     parser.add_argument("--fds", nargs="+", default=list(PAPER_FDS_MODES), choices=FDS_MODES,
                         help="FDS arms: paper (Eq. 1), none, adaptive (default: paper none)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLING_STEPS)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
     parser.add_argument("--sampler", default="default", choices=("default",) + tuple(SAMPLERS))
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i")
@@ -1017,20 +1016,21 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     return parser
 
 
-def _default_model() -> str:
-    from ..shipped import demo_model_path
+def _model(name_or_path: Optional[str]) -> str:
+    """``--model``: a folder, a Hub id or a shipped model's name (``demo``, ``fast``); none: the default shipped one."""
+    from ..shipped import DEFAULT_MODEL, resolve_model
 
-    path = demo_model_path()
-    if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(f"no --model given and the demo model is not installed at {path}")
-    return str(path)
+    model = resolve_model(name_or_path)
+    if model is None:
+        raise FileNotFoundError(f"no --model given and the shipped {DEFAULT_MODEL!r} model is not installed")
+    return model
 
 
 def run(args: argparse.Namespace) -> int:
     """``gesco evaluate``: evaluate, write the report, print the tables and where everything went."""
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     report = evaluate(
-        args.model or _default_model(), args.dataset, args.split,
+        _model(args.model), args.dataset, args.split,
         channel_grid(args.channels, args.psnrs, args.ebn0s),
         data_dir=args.data_dir, dataset_name=args.dataset_name, fds=args.fds, out_dir=args.out, limit=args.limit,
         size=args.size, num_inference_steps=args.steps, guidance_scale=args.guidance,
