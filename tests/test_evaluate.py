@@ -34,9 +34,10 @@ from gesco_diffusers.evaluation import (
 )
 from gesco_diffusers.sender.codecs import encode_image
 
+from fixture_data import CAMVID
+
 torch.set_num_threads(1)
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 SIZE = (32, 40)
 NO_NETWORKS = ScoringNetworks(judge=None, lpips=None, fid=None)
 
@@ -54,8 +55,6 @@ def _randomize_zero_layers(pipe: GescoPipeline, seed: int) -> GescoPipeline:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """Tiny main and ablation pipelines, a tiny CamVid judge (ids 0..10, 11 ignored) and an LPIPS backbone file."""
-    if not CAMVID.is_dir():
-        pytest.skip("CamVid data (../shared/data/camvid) not present")
     import torchvision
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
@@ -319,3 +318,18 @@ def test_conditions_methods_and_errors(assets, tmp_path):
                                           lpips=None, fid=None))
     # On the command line the same problems are one-line errors with exit status 1.
     assert main(["evaluate", "--model", str(assets / "pipe"), "--size", "32", "40", "--out", str(tmp_path)]) == 1
+
+
+def test_model_fingerprint_sees_permuted_weights():
+    """Per-tensor sums (the old fingerprint) are blind to a permutation of a tensor's values; the bytes are not."""
+    from gesco_diffusers.evaluation.evaluator import model_fingerprint
+
+    pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid", seed=0)
+    before = model_fingerprint(pipe)
+    with torch.no_grad():
+        weight = pipe.unet.conv_in.weight
+        weight.copy_(weight.flip(0))  # same values, other channels
+    assert model_fingerprint(pipe) != before
+    with torch.no_grad():
+        weight.copy_(weight.flip(0))
+    assert model_fingerprint(pipe) == before

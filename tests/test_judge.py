@@ -17,10 +17,11 @@ from gesco_diffusers.evaluation import (
     default_camvid_judge_path,
 )
 
+from fixture_data import CAMVID
+
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
 
 
 def _load_train_judge():
@@ -156,7 +157,6 @@ def _shipped_judge_path() -> Path:
     return path
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid data not available (../shared/data/camvid)")
 def test_shipped_camvid_judge_on_val_photos():
     judge = SegmentationJudge.from_pretrained(_shipped_judge_path())
     assert judge.num_classes == 11 and judge.ignore_index == 11
@@ -195,10 +195,9 @@ def test_class_weights_and_poly_lr():
     assert train_judge.poly_lr(20, 1.0, 1.0, warmup=10) == 0.0
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid data not available (../shared/data/camvid)")
 def test_smoke_training_writes_a_loadable_judge(tmp_path):
     out = tmp_path / "judge"
-    result = train_judge.main(["--smoke", "--output_dir", str(out)])
+    result = train_judge.main(["--smoke", "--output_dir", str(out), "--data_root", str(CAMVID)])
     assert result["training"]["steps"] == 3
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "judge_config.json",
                  "training_log.json", "README.md", "eval_results.json"):
@@ -266,12 +265,23 @@ def test_training_checkpoint_round_trip_never_unpickles(tmp_path, tiny_judge_dir
     assert train_judge.load_training_checkpoint(tmp_path / "none", other, other_optimizer, other_generator) is None
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid data not available (../shared/data/camvid)")
 def test_resume_ignores_a_planted_pickle(tmp_path, capsys):
     out = tmp_path / "judge"
-    common = ["--smoke", "--output_dir", str(out), "--skip_eval", "--keep_checkpoint"]
+    common = ["--smoke", "--output_dir", str(out), "--data_root", str(CAMVID), "--skip_eval", "--keep_checkpoint"]
     assert train_judge.main(common)["training"]["steps"] == 3  # checkpoint at step 2 (every 2 steps), kept
     ckpt = out.with_name("judge.checkpoint")
     torch.save({"state": PlantedCode(tmp_path / "ran")}, ckpt / "training_state.pt")
     assert train_judge.main([*common, "--resume"])["training"]["steps"] == 3
     assert f"resumed from {ckpt} at step 2" in capsys.readouterr().out and not (tmp_path / "ran").exists()
+
+
+def test_a_broken_judge_side_file_is_an_error_not_a_silent_default(tmp_path):
+    from gesco_diffusers.evaluation.metrics._pretrained import read_json
+
+    assert read_json(tmp_path, "judge_config.json") is None  # absent: optional
+    (tmp_path / "judge_config.json").write_text('{"ignore_index": 11,')  # truncated
+    with pytest.raises(ValueError, match="judge_config.json: not a valid JSON file"):
+        read_json(tmp_path, "judge_config.json")
+    (tmp_path / "judge_config.json").write_text("[11]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        read_json(tmp_path, "judge_config.json")

@@ -50,7 +50,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..channel import CHANNEL_REGISTRY, build_channel
+from ..channel import CHANNEL_REGISTRY, build_channel, channel_for, resolve_psnr_convention
 from .metrics import (
     DepthEstimator,
     DetectionMAP,
@@ -340,13 +340,15 @@ class GenerationSettings:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    psnr_convention: Optional[str] = None  # PSNR -> noise level; None: the one stored with each pipeline
 
 
 class PipelineImages:
     """``ours`` runs: sender -> channel (per-item seeded) -> FDS -> batched reverse diffusion (seed + index)."""
 
     def __init__(self, pipe: "GescoPipeline", fds: str, condition: ChannelCondition, settings: GenerationSettings):
-        self.pipe, self.fds, self.channel, self.settings = pipe, fds, condition.build(), settings
+        channel = channel_for(pipe, condition.channel, condition.level_db, settings.psnr_convention)
+        self.pipe, self.fds, self.channel, self.settings = pipe, fds, channel, settings
 
     def received_maps(self, items: Sequence[EvaluationItem], fds: str) -> list:
         """The chain up to the conditioning map, one item at a time so each gets its own channel noise."""
@@ -447,16 +449,15 @@ def _claim_folder(folder: Path, settings: dict) -> None:
 
 
 def model_fingerprint(pipe: "GescoPipeline") -> str:
-    """A short hash of the U-Net's configuration, weights (sum and sum of squares per tensor, float64) and dtype,
-    plus the scheduler's class and configuration: what determines the generated images."""
+    """A short hash of what determines the generated images: the U-Net's configuration, the bytes of every weight
+    tensor with its name and dtype, and the scheduler's class and configuration."""
     digest = hashlib.sha1()
     digest.update(json.dumps(dict(pipe.unet.config), sort_keys=True, default=str).encode())
     digest.update(json.dumps({"scheduler": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
                              sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        sums = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for p in pipe.unet.parameters()])
-    digest.update(sums.cpu().numpy().tobytes())
-    digest.update(str(pipe.unet.dtype).encode())
+    for name, tensor in sorted(pipe.unet.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -748,6 +749,9 @@ class ImageSources:
             return FullImages(method.codec, method.quality, condition, self.generation.seed), settings
         settings.update(model=self.fingerprints[method.ablation], steps=self.generation.num_inference_steps,
                         guidance_scale=self.generation.guidance_scale)
+        convention = resolve_psnr_convention(self.pipes[method.ablation], self.generation.psnr_convention)
+        if condition.channel == "awgn" and convention != "paper":  # (Eq. 15 folders keep their earlier settings)
+            settings["psnr_convention"] = convention
         maker = ReceivedMapImages if method.kind == "semantic_map" else PipelineImages
         return maker(self.pipes[method.ablation], method.fds or "none", condition, self.generation), settings
 
@@ -851,6 +855,7 @@ def evaluate(
     map_codec: str = "hevc-lossless",
     rate_distortion: bool = True,
     log: Optional[Logger] = None,
+    psnr_convention: Optional[str] = None,
 ) -> EvaluationReport:
     """Generate and score images for a pipeline over a dataset split and a grid of channel conditions.
 
@@ -874,6 +879,8 @@ def evaluate(
             codec's). ``image_qualities``: its Fig. 7 curve. ``map_codec``: the lossless map codec of Fig. 7.
         rate_distortion: also run the noiseless link for Fig. 7.
         log: called with progress lines (default: silent).
+        psnr_convention: ``"paper"`` (Eq. 15) or ``"official_table"`` (the authors' noise table, AWGN) for the
+            ``ours`` runs; default: the one stored with each pipeline (converted checkpoints: the table).
 
     Returns:
         The :class:`EvaluationReport`; it is also written to ``out_dir`` (:func:`write_report`).
@@ -901,6 +908,9 @@ def evaluate(
     if num_inference_steps is None:  # the pipeline's own (a distilled model stores its few steps)
         num_inference_steps = pipe.default_num_inference_steps
     ablation_pipe = _load_pipeline(ablation_pipeline, device) if ablation_pipeline is not None else None
+    for model in (p for p in (pipe, ablation_pipe) if p is not None):
+        for condition in conditions:  # a level the PSNR convention cannot give fails now, not after hours of runs
+            channel_for(model, condition.channel, condition.level_db, psnr_convention)
     preset = pipe.dataset_preset
     if ablation_pipe is not None and ablation_pipe.dataset_preset.map_channels != preset.map_channels:
         raise ValueError("the ablation pipeline has another number of map channels than the main pipeline")
@@ -940,7 +950,8 @@ def evaluate(
         guidance = pipe.default_guidance_scale if guidance_scale is None else float(guidance_scale)
         common = {"dataset": dataset, "split": split, "data": str(data_dir or dataset_name), "size": list(size),
                   "seed": seed}
-        sources = ImageSources(pipe, ablation_pipe, GenerationSettings(num_inference_steps, guidance, seed), common)
+        generation = GenerationSettings(num_inference_steps, guidance, seed, psnr_convention)
+        sources = ImageSources(pipe, ablation_pipe, generation, common)
         generated = generate_images(runs, sources, data, out, batch_size, log)
         sampler_name = type(pipe.scheduler).__name__
     rates = SenderRates(data, preset, map_codec, batch_size)
@@ -956,6 +967,7 @@ def evaluate(
             "fds": list(fds), "image_codec": image_codec, "image_quality": image_quality, "map_codec": map_codec,
             "device": str(device), "conditions": [c.describe() for c in conditions],
             "seeding": "sampler: seed + item index; channel: derive_seed(seed + item index, 1)",
+            "psnr_convention": resolve_psnr_convention(pipe, psnr_convention),
         },
     )
     write_report(report, out)
@@ -1006,6 +1018,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--depth-model", help="DPT folder for the depth RMSE of Table V")
     parser.add_argument("--ablation-model", help="the same model trained without noisy maps (Table VIII)")
     parser.add_argument("--table-psnr", type=float, default=10.0, help="PSNR of Tables V, VI, VIII")
+    parser.add_argument("--psnr-convention", choices=("paper", "official_table"), default=None,
+                        help="PSNR -> noise level of the model's runs: paper (Eq. 15) or official_table (the authors' "
+                             "table, AWGN only); default: the one stored with the model (converted: official_table)")
     parser.add_argument("--image-codec", default="hevc", help="lossy codec of the full-image baseline ('none': off)")
     parser.add_argument("--image-quality", type=int, default=None, help="its quality (default: the codec's)")
     parser.add_argument("--image-qualities", type=int, nargs="+", default=list(DEFAULT_IMAGE_QUALITIES),
@@ -1043,7 +1058,7 @@ def run(args: argparse.Namespace) -> int:
         ablation_pipeline=args.ablation_model, table_psnr=args.table_psnr,
         image_codec=None if args.image_codec == "none" else args.image_codec, image_quality=args.image_quality,
         image_qualities=args.image_qualities, map_codec=args.map_codec, rate_distortion=not args.no_rate_distortion,
-        log=log,
+        log=log, psnr_convention=args.psnr_convention,
     )
     from .reports import tables_markdown
 

@@ -45,17 +45,28 @@ def load_pretrained(loader: Callable[..., Any], source: PathOrId, what: str, **k
 
 
 def read_json(source: PathOrId, name: str) -> Optional[dict]:
-    """The JSON file ``name`` of a local folder or of a Hub repository (local cache only when offline), else None."""
+    """The JSON file ``name`` of a local folder or of a Hub repository (local cache only when offline); ``None`` when
+    the file does not exist. A file that exists but cannot be read is an error naming it, never a silent default."""
     folder = Path(os.path.expanduser(os.fspath(source)))
     if folder.is_dir():
         path = folder / name
-        return json.loads(path.read_text()) if path.is_file() else None
-    try:
+        if not path.is_file():
+            return None
+    else:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        return json.loads(Path(hf_hub_download(os.fspath(source), name)).read_text())
-    except Exception:  # noqa: BLE001 - a missing optional side file is not an error
-        return None
+        try:
+            path = Path(hf_hub_download(os.fspath(source), name))
+        except (EntryNotFoundError, LocalEntryNotFoundError):  # absent (or not cached offline): optional side file
+            return None
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a valid JSON file ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
