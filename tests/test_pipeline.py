@@ -10,6 +10,7 @@ from diffusers import LCMScheduler
 
 from gesco_diffusers import GescoPipeline, SemanticUNet2DModel
 from gesco_diffusers.channel import AWGNChannel
+from gesco_diffusers.diffusion.guidance import guided_model_output
 from gesco_diffusers.diffusion import (
     DEFAULT_SAMPLING_STEPS,
     build_scheduler,
@@ -96,9 +97,9 @@ def test_batched_cfg_equals_two_separate_passes(pipe):
     eps_u = unet(x, t, torch.zeros_like(cond)).sample
     expected = torch.cat([eps_u[:, :3] + s * (eps_c[:, :3] - eps_u[:, :3]), eps_c[:, 3:]], dim=1)
     for reuse in (False, True):
-        batched = pipe._guided_model_output(x, t, pipe._model_maps(cond, s, reuse), s)
+        batched = guided_model_output(unet, x, t, pipe._model_maps(cond, s, reuse), s)
         torch.testing.assert_close(batched, expected, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(pipe._guided_model_output(x, t, pipe._model_maps(cond, 1.0, reuse), 1.0), eps_c)
+        torch.testing.assert_close(guided_model_output(unet, x, t, pipe._model_maps(cond, 1.0, reuse), 1.0), eps_c)
 
 
 def test_reusing_the_semantic_modulation_does_not_change_the_images(pipe):

@@ -26,6 +26,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from ..diffusion.guidance import guided_model_output, null_and_conditional_maps
 from ..diffusion.schedulers import DEFAULT_SAMPLING_STEPS, scheduler_incompatibility, scheduler_reads_learned_variance
 from ..models import SemanticModulationCache, SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
@@ -361,25 +362,10 @@ class GescoPipeline(DiffusionPipeline):
 
     @staticmethod
     def _model_maps(cond: torch.Tensor, scale: float, reuse_modulation: bool):
-        """The maps the U-Net sees at every step: ``[null; cond]`` with guidance (the null map is all zeros over
-        every channel), ``cond`` without; wrapped in a :class:`SemanticModulationCache` when ``reuse_modulation``."""
-        maps = torch.cat([torch.zeros_like(cond), cond]) if scale > 1.0 else cond
+        """The maps the U-Net sees at every step: ``[null; cond]`` with guidance, ``cond`` without; wrapped in a
+        :class:`SemanticModulationCache` when ``reuse_modulation``."""
+        maps = null_and_conditional_maps(cond) if scale > 1.0 else cond
         return SemanticModulationCache(maps) if reuse_modulation else maps
-
-    def _guided_model_output(self, latents: torch.Tensor, t: torch.Tensor, maps, scale: float):
-        """One U-Net evaluation with classifier-free guidance (Eq. 14), both halves in one batched forward.
-
-        ``eps = eps_u + s (eps_c - eps_u)`` (Ho & Salimans; the authors' code uses this form, so their ``s = 2`` equals
-        the paper's Eq. 14 with ``s = 1``). The learned variance channels come from the conditional half. ``maps``
-        (from :meth:`_model_maps`) holds two maps per image, so the U-Net runs its map-free encoder once per image
-        and only the middle block and decoder twice.
-        """
-        if scale <= 1.0:
-            return self.unet(latents, t, maps).sample
-        out_uncond, out_cond = self.unet(latents, t, maps).sample.chunk(2)
-        eps_channels = self.unet.config.in_channels
-        eps = out_uncond[:, :eps_channels] + scale * (out_cond[:, :eps_channels] - out_uncond[:, :eps_channels])
-        return torch.cat([eps, out_cond[:, eps_channels:]], dim=1)
 
     def check_inputs(
         self,
@@ -501,7 +487,7 @@ class GescoPipeline(DiffusionPipeline):
             if self.interrupt:
                 continue
             model_input = self.scheduler.scale_model_input(latents, t)
-            output = self._guided_model_output(model_input, t, model_maps, guidance_scale)
+            output = guided_model_output(self.unet, model_input, t, model_maps, guidance_scale)
             if not takes_variance:
                 output = output[:, : self.unet.config.in_channels]
             latents = self.scheduler.step(output, t, latents, **step_kwargs).prev_sample
