@@ -1,7 +1,6 @@
 """Adaptive FDS (issue #9): blind noise estimate, Potts mean field, hard re-projection; never worse than Eq. 1."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +23,10 @@ from gesco_diffusers.receiver import (
 )
 from gesco_diffusers.sender import SemanticEncoder
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from fixture_data import fixture_path
+
+# 12 CamVid val maps spread over the split (every 8th of the sorted 101)
+CAMVID_SPREAD = fixture_path("camvid_val_labels", "spread12")
 K = 6  # classes of the synthetic maps
 
 
@@ -285,9 +287,9 @@ def test_unequalised_plane_gains_are_divided_out():
 # Real CamVid maps: never below the paper's FDS (issue #9 acceptance)
 
 
-@pytest.mark.skipif(not (DATA / "camvid").is_dir(), reason="shared CamVid data not available")
 def test_camvid_subset_adaptive_at_least_paper_and_exact_when_clean():
-    files = sorted((DATA / "camvid" / "val" / "labels").glob("*.png"))[::8][:12]  # 12 maps spread over the split
+    files = sorted(CAMVID_SPREAD.glob("*.png"))
+    assert len(files) == 12, files
     labels = torch.stack([torch.from_numpy(load_label_array(Image.open(f))) for f in files])
     fds = build_fds("adaptive", num_classes=12)
     settings = [("awgn", 100.0), ("rayleigh", 100.0)] + [

@@ -23,17 +23,17 @@ from gesco_diffusers.sender.codecs import (
     untile_planes,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CAMVID_VAL = SHARED / "data" / "camvid" / "val"
-COCO_LABELS = SHARED / "data" / "coco_stuff_samples" / "val" / "labels"
+from fixture_data import CAMVID, COCO_STUFF
+
+CAMVID_VAL = CAMVID / "val"
+COCO_LABELS = COCO_STUFF / "val" / "labels"
 LOSSLESS = available_codecs(lossless=True)
 LOSSY = available_codecs(lossless=False)
 
 
 def _camvid_pairs(n: int) -> list[tuple[Path, Path]]:
-    if not CAMVID_VAL.is_dir():
-        pytest.skip(f"shared CamVid data not found at {CAMVID_VAL}")
     labels = sorted((CAMVID_VAL / "labels").glob("*.png"))[:n]
+    assert len(labels) == n, f"the CamVid fixture holds {len(labels)} val maps, {n} needed"
     return [(p, CAMVID_VAL / "images" / p.name) for p in labels]
 
 
@@ -45,8 +45,6 @@ def _real_maps() -> list[tuple[str, np.ndarray, int]]:
     """Two CamVid val maps (12 classes) and a COCO-Stuff map (183 classes, 255 -> 182), the latter subsampled by 8
     (nearest neighbour) so its 183 tiled planes stay small enough for a quick test."""
     maps = [(f"camvid/{p.stem}", _load_labels(p), 12) for p, _ in _camvid_pairs(2)]
-    if not COCO_LABELS.is_dir():
-        pytest.skip(f"shared COCO-Stuff samples not found at {COCO_LABELS}")
     coco_path = sorted(COCO_LABELS.glob("*.png"))[0]
     coco = _load_labels(coco_path)[::8, ::8].copy()
     coco[coco == 255] = 182
@@ -187,6 +185,7 @@ def test_target_bpp_lands_just_below_the_target(camvid_photo, codec_name):
     # Tolerance: the quality grid is integer, so the rate lands at most 20% below the target (measured on this
     # photo: hevc 0.448, webp 0.493, avif 0.471) and never above it.
     assert 0.8 * target <= coded.bpp <= target, coded.bpp
+    assert camvid_photo.shape == (180, 240, 3)  # the rates above were measured at this size
     assert coded.bpp == pytest.approx(len(coded.bitstream) * 8 / (180 * 240), rel=1e-12)
     if coded.quality < 100:  # bisection optimality: one quality step more would break the budget
         assert encode_image(camvid_photo, codec_name, quality=coded.quality + 1).bpp > target

@@ -1,7 +1,5 @@
 """The fast-denoising semantic block (Eq. 1): AvgPool -> MaxPool on transmitted channels, Pad absent ones."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +11,9 @@ from gesco_diffusers.presets import get_dataset_preset
 from gesco_diffusers.receiver import FastDenoisingSemantic, fast_denoise
 from gesco_diffusers.sender import SemanticEncoder
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CAMVID_VAL = SHARED / "data" / "camvid" / "val" / "labels"
+from fixture_data import fixture_path
+
+CAMVID_VAL = fixture_path("camvid_val_labels", "first20")  # the first 20 CamVid val maps
 
 
 def test_fds_has_no_parameters():
@@ -73,10 +72,10 @@ def test_bad_inputs_rejected():
         fast_denoise(torch.zeros(2, 3, 4, 4), torch.ones(2, 2, dtype=torch.bool))
 
 
-@pytest.mark.skipif(not CAMVID_VAL.is_dir(), reason="shared CamVid data not available")
 def test_fds_improves_map_miou_at_10db_on_camvid():
     preset = get_dataset_preset("camvid")
-    files = sorted(CAMVID_VAL.glob("*.png"))[:20]
+    files = sorted(CAMVID_VAL.glob("*.png"))
+    assert len(files) == 20, files
     labels = torch.from_numpy(np.stack([np.array(Image.open(f)) for f in files]).astype(np.int64))
     encoded = SemanticEncoder.from_preset(preset).encode(labels)
     received = AWGNChannel(10.0)(encoded.one_hot, encoded.transmitted, torch.Generator().manual_seed(0))

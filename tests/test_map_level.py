@@ -2,14 +2,11 @@
 
 import csv
 import json
-from pathlib import Path
-
 import pytest
 
 from gesco_diffusers.experiments.map_level import default_settings, main, run_map_level
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA = SHARED / "data"
+from fixture_data import DATA_ROOT as DATA  # camvid/ (4 val maps) and coco_stuff_samples/
 
 
 def test_unknown_channel_label():
@@ -17,7 +14,6 @@ def test_unknown_channel_label():
         default_settings(channels=["awgn", "bsc"])
 
 
-@pytest.mark.skipif(not (DATA / "camvid").is_dir(), reason="shared CamVid data not available")
 def test_quick_cli_run_writes_tables_json_csv_and_plot(tmp_path, capsys):
     results = main(["--dataset", "camvid", "--quick", "--out", str(tmp_path), "--data-root", str(DATA),
                     "--channels", "awgn", "rayleigh", "digital-multipath"])
@@ -45,7 +41,6 @@ def test_quick_cli_run_writes_tables_json_csv_and_plot(tmp_path, capsys):
     assert results[0]["markdown"] in printed
 
 
-@pytest.mark.skipif(not (DATA / "coco_stuff_samples").is_dir(), reason="shared COCO-Stuff samples not available")
 def test_coco_run_with_edges_is_seeded_and_calls_the_codec_hook():
     calls = []
 
@@ -66,7 +61,6 @@ def test_coco_run_with_edges_is_seeded_and_calls_the_codec_hook():
     assert first["rows"][0]["miou_fds"] < first["rows"][0]["miou_adaptive_fds"] <= 1.0
 
 
-@pytest.mark.skipif(not (DATA / "camvid").is_dir(), reason="shared CamVid data not available")
 def test_codecs_flag_appends_the_bpp_table(tmp_path):
     results = main(["--dataset", "camvid", "--quick", "--limit", "2", "--codecs", "--channels", "awgn",
                     "--psnrs", "10", "--out", str(tmp_path), "--data-root", str(DATA)])

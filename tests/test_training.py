@@ -40,10 +40,9 @@ from gesco_diffusers.training import (
     write_state,
 )
 
+from fixture_data import CAMVID  # 6 train + 4 val CamVid pairs
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CAMVID = SHARED / "data" / "camvid"
-needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason="shared CamVid data not found")
 
 
 def load_script(name: str, path: Path):
@@ -516,8 +515,6 @@ def read_log(output_dir):
 @pytest.fixture(scope="module")
 def launched_run(tmp_path_factory):
     """An uninterrupted 8-step run through ``accelerate launch`` (CPU, one process)."""
-    if not CAMVID.is_dir():
-        pytest.skip("shared CamVid data not found")
     out = tmp_path_factory.mktemp("launched")
     report = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
@@ -530,7 +527,6 @@ def launched_run(tmp_path_factory):
     return out
 
 
-@needs_camvid
 def test_accelerate_launch_trains_and_writes_a_loadable_pipeline(launched_run):
     log = read_log(launched_run)
     assert [r["step"] for r in log] == list(range(1, 9))
@@ -550,7 +546,6 @@ def test_accelerate_launch_trains_and_writes_a_loadable_pipeline(launched_run):
     assert any(not torch.equal(trained[k], ema[k]) for k in trained)
 
 
-@needs_camvid
 def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_path, monkeypatch, one_thread):
     out = tmp_path / "resumed"
     real_save = train.save_checkpoint
@@ -587,7 +582,6 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_
     assert not (out / ".checkpoint-6.tmp").exists() and not (tmp_path / "ran").exists()
 
 
-@needs_camvid
 def test_time_budget_stops_cleanly(tmp_path, one_thread):
     out = train.main(train.parse_args(tiny_args(tmp_path / "budget", steps=1000,
                                                 extra=["--report_to", "none", "--max_train_minutes", "1e-6"])))
@@ -622,8 +616,10 @@ def test_bad_data_fails_before_the_first_step(tmp_path):
 
 def test_throughput_benchmark_quick(capsys):
     bench = load_script("gesco_train_throughput", REPO / "benchmarks" / "train_throughput.py")
-    result = bench.main(["--quick", "--model_config", "tiny", "--resolution", "16", "24", "--threads", "1", "--json"])
+    result = bench.main(["--quick", "--model_config", "tiny", "--resolution", "16", "24", "--threads", "1", "--json",
+                         "--data_dir", str(CAMVID)])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["images_per_second"] == pytest.approx(result["images_per_second"])
     assert result["images_per_second"] > 0 and result["peak_memory_mb"] > 0 and result["batch_size"] == 2
+    assert result["data"] == f"CamVid train ({CAMVID})"  # the fixture's photos, not the random fallback
     assert math.isfinite(result["final_loss"])
