@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .channel import CHANNEL_REGISTRY, build_channel
+from .channel import CHANNEL_REGISTRY, PSNR_CONVENTIONS, build_channel, channel_for, channel_summary, describe_channel
 from .diffusion import SAMPLERS, build_scheduler
 from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
@@ -149,8 +149,9 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     elif args.psnr is None or np.isinf(args.psnr):
         channel, channel_desc = None, "noiseless"
     else:
-        channel = build_channel(args.channel, psnr_db=args.psnr)
-        channel_desc = f"{args.channel} at PSNR {args.psnr} dB"
+        # The PSNR convention stored with the model (a converted checkpoint: the authors' table), or --psnr-convention.
+        channel = channel_for(pipe, args.channel, args.psnr, psnr_convention=args.psnr_convention)
+        channel_desc = f"{args.channel} at PSNR {args.psnr} dB, {channel_summary(channel)}"
     generator = torch.Generator().manual_seed(args.seed)
     label_tensor = torch.from_numpy(labels)[None]
     start = time.perf_counter()
@@ -196,6 +197,7 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
         map_miou_fds=miou_fds, fds=args.fds, sampler=args.sampler if args.sampler != "default" else
         type(pipe.scheduler).__name__, steps=steps, guidance_scale=guidance, seed=args.seed,
         seconds_preprocessing=seconds_pre, seconds_generation=seconds_gen, panel=str(panel_path),
+        extra={"channel": describe_channel(channel)},
     )
 
 
@@ -206,6 +208,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         f"(default: {DEFAULT_MODEL}; fast = the distilled 4-call student)")
     parser.add_argument("--channel", default="awgn", choices=sorted(CHANNEL_REGISTRY))
     parser.add_argument("--psnr", type=float, default=10.0, help="channel PSNR in dB (Eq. 15); inf = noiseless")
+    parser.add_argument("--psnr-convention", choices=PSNR_CONVENTIONS, default=None,
+                        help="PSNR -> noise level: paper (Eq. 15) or official_table (the authors' table, AWGN only); "
+                             "default: the one stored with the model (official_table for converted checkpoints)")
     parser.add_argument("--ebn0", type=float, default=6.0, help="Eb/N0 in dB for --channel digital")
     parser.add_argument("--codec", default="png", help="lossless map codec for the BPP figure")
     parser.add_argument("--fds", default="paper", choices=FDS_METHODS)

@@ -1,5 +1,6 @@
 """The `gesco` command line: `transmit` end to end, and one-line errors for bad arguments."""
 
+import json
 import os
 import subprocess
 import sys
@@ -33,12 +34,24 @@ def test_transmit_writes_panel_and_prints_figures(tmp_path, capsys):
 
 def test_transmit_json_noiseless_and_digital(tmp_path, capsys):
     assert run_transmit(tmp_path, "--psnr", "inf", "--fds", "none", "--json") == 0
-    import json
-
     report = json.loads(capsys.readouterr().out)
     assert report["map_miou_received"] == 1.0 and report["map_miou_fds"] == 1.0
     assert report["bpp"] > 0 and report["channel"] == "noiseless"
+    assert report["extra"]["channel"] == {"type": "noiseless"}
     assert run_transmit(tmp_path, "--channel", "digital", "--ebn0", "8", "--overwrite") == 0  # same map, same folder
+
+
+def test_transmit_reports_the_psnr_convention_and_takes_an_override(tmp_path, capsys):
+    # The demo model was trained here: Eq. 15 unless told otherwise (a converted checkpoint: see test_convert.py).
+    for extra, convention, sigma in [((), "paper", 10 ** (-10 / 20)),
+                                     (("--psnr-convention", "official_table"), "official_table", 0.36)]:
+        assert run_transmit(tmp_path, "--json", "--overwrite", *extra) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["extra"]["channel"] == {"type": "AWGNChannel", "psnr_db": 10.0, "peak_power": 1.0,
+                                              "psnr_convention": convention, "sigma": pytest.approx(sigma)}
+        assert f"awgn at PSNR 10.0 dB, psnr_convention {convention} " in report["channel"]
+    assert run_transmit(tmp_path, "--channel", "rayleigh", "--psnr-convention", "official_table", "--overwrite") == 1
+    assert "is defined for the 'awgn' channel only, not 'rayleigh'" in one_line_error(capsys)
 
 
 def write_map(path, values):

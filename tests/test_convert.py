@@ -1,23 +1,26 @@
 """Conversion of the authors' checkpoints (gesco_diffusers.convert).
 
-The official layout comes from the key list in ``../shared/reference`` (868 names and shapes of the Cityscapes
+The official layout comes from the key list in ``tests/fixtures/reference`` (868 names and shapes of the Cityscapes
 network). Most tests use it at 1/8 width (base width 32, SPADE hidden width 16, 16 channels per head, the same 6-level
 structure and C = 36) with random values; the full-size list is checked with meta tensors only.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gesco_diffusers import GescoPipeline
+from gesco_diffusers.cli import main as cli_main
 from gesco_diffusers.convert import (
     OfficialUNetArchitecture,
     build_unet,
@@ -34,16 +37,14 @@ from gesco_diffusers.convert import (
 from gesco_diffusers.hub import validate_card_metadata
 from gesco_diffusers.models import official_unet_config
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-KEY_LIST = SHARED / "reference" / "official_gesco_state_dict_keys_cityscapes.txt"
+from fixture_data import OFFICIAL_KEY_LIST
+
+KEY_LIST = OFFICIAL_KEY_LIST
 REDUCTION = 8  # 256 -> 32 base width, 128 -> 16 SPADE hidden width, 1024 -> 128 timestep width
 HEAD_CHANNELS = 16
 SPADE_NORM = re.compile(r"\.spade_norm\.")
 # From the reference doc (section 3): with 2 residual blocks per level, the encoder down-samplers are these entries.
 DOWN_ENTRIES = {3, 6, 9, 12, 15}
-
-pytestmark = pytest.mark.skipif(not KEY_LIST.is_file(), reason=f"{KEY_LIST} not available")
-
 
 def official_shapes() -> dict[str, tuple[int, ...]]:
     shapes = {}
@@ -416,8 +417,9 @@ def test_checkpoint_converts_to_a_pipeline_folder_that_samples(tmp_path, officia
     out = result.path
     assert result.dataset.name == "cityscapes" and "unmapped: none" in lines[0]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "README.md", "model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
-        "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors"]
+        "README.md", "model_index.json", "pipeline.py", "scheduler/scheduler_config.json", "unet/config.json",
+        "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors",
+        "unet/unet_semantic.py"]  # the two modules of diffusers' custom-pipeline layout (GescoPipeline.save_pretrained)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     metadata = validate_card_metadata(out / "README.md")
     assert metadata.license == "mit" and "cityscapes" in metadata.tags
@@ -442,6 +444,64 @@ def test_checkpoint_converts_to_a_pipeline_folder_that_samples(tmp_path, officia
     half = GescoPipeline.from_pretrained(out, variant="fp16", torch_dtype=torch.float16)
     for key, value in half.unet.state_dict().items():
         assert value.dtype == torch.float16 and torch.equal(value, state[key].half()), key
+
+
+@pytest.fixture(scope="module")
+def converted_folder(tmp_path_factory, official_sd):
+    """The tiny official checkpoint through ``gesco convert``: a pipeline folder storing the authors' convention."""
+    root = tmp_path_factory.mktemp("converted")
+    torch.save(official_sd, root / "ema_0.9999_050000.pt")
+    assert cli_main(["convert", str(root / "ema_0.9999_050000.pt"), str(root / "pipe"), "--num-head-channels",
+                     str(HEAD_CHANNELS), "--no-fp16"]) == 0
+    return root / "pipe"
+
+
+def test_converted_checkpoint_transmits_with_the_authors_noise_table(tmp_path, converted_folder, capsys, monkeypatch):
+    """`gesco convert` stores psnr_convention="official_table"; `gesco transmit` must use it: 10 dB is sigma 0.36
+    (the table the checkpoints were trained and evaluated with), not Eq. 15's 0.316, unless --psnr-convention says
+    otherwise. The sigma is measured on the received map, and the report names it."""
+    assert GescoPipeline.load_config(converted_folder)["semantic_config"]["psnr_convention"] == "official_table"
+    map_path = tmp_path / "map.png"
+    PIL.Image.fromarray(label_map().astype(np.uint8), mode="L").save(map_path)
+    chains = []
+    prepare = GescoPipeline.prepare_semantic_map
+
+    def recording(self, *args, **kwargs):
+        chains.append(prepare(self, *args, **kwargs))
+        return chains[-1]
+
+    monkeypatch.setattr(GescoPipeline, "prepare_semantic_map", recording)
+
+    def transmit(*extra) -> tuple[int, float]:
+        chains.clear()
+        code = cli_main(["transmit", "--model", str(converted_folder), "--map", str(map_path), "--psnr", "10",
+                         "--fds", "none", "--steps", "1", "--size", "32", "64", "--device", "cpu", "--overwrite",
+                         "--output", str(tmp_path / "out"), *extra])
+        if code != 0:
+            return code, math.nan
+        sent = chains[0]  # the sender -> channel step (the pipeline call that follows gets the received map)
+        assert sent.clean is not None and bool(sent.transmitted.all())  # 35 classes + edges: every plane is sent
+        return code, float((sent.received - sent.clean).std())
+
+    code, measured = transmit("--json")
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and measured == pytest.approx(0.36, rel=0.02)  # 36 x 32 x 64 samples: 0.5 % standard error
+    assert report["extra"]["channel"] == {"type": "AWGNChannel", "psnr_db": 10.0, "peak_power": 1.0,
+                                          "psnr_convention": "official_table", "sigma": 0.36}
+    assert "psnr_convention official_table (the authors' noise table): sigma 0.36" in report["channel"]
+
+    code, measured = transmit("--psnr-convention", "paper")  # the override, in the printed report
+    printed = capsys.readouterr().out
+    assert code == 0 and measured == pytest.approx(10 ** (-10 / 20), rel=0.02)
+    assert "channel:     awgn at PSNR 10.0 dB, psnr_convention paper (Eq. 15): sigma 0.3162" in printed.splitlines()
+
+    # A level the table does not hold is a one-line error that names the way out.
+    assert transmit("--psnr", "12")[0] == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "PSNR 12 dB is not in the official table" in err
+    assert "--psnr-convention paper" in err
+    code, measured = transmit("--psnr", "12", "--psnr-convention", "paper")
+    assert code == 0 and measured == pytest.approx(10 ** (-12 / 20), rel=0.02)
 
 
 def test_label_index_checkpoint_converts_and_samples(tmp_path):

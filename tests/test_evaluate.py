@@ -333,3 +333,56 @@ def test_model_fingerprint_sees_permuted_weights():
     with torch.no_grad():
         weight.copy_(weight.flip(0))
     assert model_fingerprint(pipe) == before
+
+
+def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_path, monkeypatch):
+    """A converted checkpoint stores psnr_convention="official_table": its `ours` runs at "10 dB" get the authors'
+    sigma 0.36, measured on the received maps; psnr_convention="paper" overrides it (sigma 0.316)."""
+    from gesco_diffusers.evaluation.evaluator import GenerationSettings, PipelineImages
+
+    trained = GescoPipeline.from_pretrained(assets / "pipe")
+    converted = GescoPipeline(unet=trained.unet, scheduler=trained.scheduler,
+                              semantic_config={**trained.config.semantic_config, "psnr_convention": "official_table"})
+    awgn10, settings = ChannelCondition("awgn", 10), GenerationSettings(1, 1.0, 0)
+    assert PipelineImages(trained, "none", awgn10, settings).channel.sigma == pytest.approx(10 ** -0.5)
+    assert PipelineImages(converted, "none", awgn10, settings).channel.sigma == 0.36
+    assert PipelineImages(converted, "none", awgn10, GenerationSettings(1, 1.0, 0, "paper")).channel.sigma == \
+        pytest.approx(10 ** -0.5)
+    # The table defines AWGN only: other channels follow Eq. 15 whatever is stored.
+    assert PipelineImages(converted, "none", ChannelCondition("rayleigh", 10), settings).channel.sigma == \
+        pytest.approx(10 ** -0.5)
+
+    chains = []
+    prepare = GescoPipeline.prepare_semantic_map
+
+    def recording(self, *args, **kwargs):
+        chains.append(prepare(self, *args, **kwargs))
+        return chains[-1]
+
+    monkeypatch.setattr(GescoPipeline, "prepare_semantic_map", recording)
+
+    def run(out, **kwargs):
+        chains.clear()
+        report = evaluate(converted, "camvid", "val", [awgn10], data_dir=CAMVID, limit=4, size=SIZE, fds=("none",),
+                          num_inference_steps=1, device="cpu", networks=NO_NETWORKS, image_codec=None,
+                          rate_distortion=False, out_dir=out, **kwargs)
+        sent = [m for m in chains if m.clean is not None]  # (the sampling call gets the received map)
+        assert len(sent) == 4
+        noise = torch.cat([(m.received - m.clean)[m.transmitted[:, :, None, None].expand_as(m.clean)] for m in sent])
+        return report, float(noise.std()), noise.numel()
+
+    report, sigma, samples = run(tmp_path / "table")
+    assert samples > 20000 and sigma == pytest.approx(0.36, rel=0.03)  # ~0.5 % standard error
+    assert report.settings["psnr_convention"] == "official_table"
+    run_folder = tmp_path / "table" / "images" / "awgn_psnr10__ours_fds-none"
+    assert json.loads((run_folder / "settings.json").read_text())["psnr_convention"] == "official_table"
+    # The override: Eq. 15's noise, and the table's images are not reused for it.
+    with pytest.raises(ValueError, match="other settings"):
+        run(tmp_path / "table", psnr_convention="paper")
+    report, sigma, _ = run(tmp_path / "paper", psnr_convention="paper")
+    assert sigma == pytest.approx(10 ** -0.5, rel=0.03) and report.settings["psnr_convention"] == "paper"
+    # A level the table does not hold fails before any image is made.
+    with pytest.raises(ValueError, match="PSNR 12 dB is not in the official table.*--psnr-convention paper"):
+        evaluate(converted, "camvid", "val", [ChannelCondition("awgn", 12)], data_dir=CAMVID, limit=1, size=SIZE,
+                 device="cpu", networks=NO_NETWORKS, image_codec=None, out_dir=tmp_path / "twelve")
+    assert not (tmp_path / "twelve").exists()

@@ -22,7 +22,16 @@ from .digital import (
     qpsk_ber_awgn,
     qpsk_ber_rayleigh,
 )
-from .factory import CHANNEL_REGISTRY, build_channel
+from .factory import (
+    CHANNEL_REGISTRY,
+    PSNR_CONVENTIONS,
+    build_channel,
+    channel_for,
+    channel_summary,
+    describe_channel,
+    resolve_psnr_convention,
+    stored_psnr_convention,
+)
 from .fading import RayleighFadingChannel
 from .poisson import PoissonChannel, PoissonGaussianChannel
 
@@ -36,6 +45,7 @@ __all__ = [
     "OFDMDemodulator",
     "OFDMModulator",
     "OFFICIAL_PSNR_TO_SIGMA",
+    "PSNR_CONVENTIONS",
     "PoissonChannel",
     "PoissonGaussianChannel",
     "QPSKDemodulator",
@@ -46,11 +56,16 @@ __all__ = [
     "bits_to_bytes",
     "build_channel",
     "bytes_to_bits",
+    "channel_for",
+    "channel_summary",
     "check_psnr",
+    "describe_channel",
     "ebn0_to_n0",
     "empirical_psnr",
     "gaussian_noise",
     "psnr_to_sigma",
     "qpsk_ber_awgn",
     "qpsk_ber_rayleigh",
+    "resolve_psnr_convention",
+    "stored_psnr_convention",
 ]
