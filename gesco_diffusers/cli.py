@@ -42,14 +42,15 @@ def _publish(sub) -> Callable:
 
 
 def _map_level(sub) -> Callable:
-    parser = sub.add_parser("map-level", help="map mIoU with and without FDS over channels (no model needed)",
-                            add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    from .experiments import map_level
+
+    # The experiment's own arguments on the subparser (an argparse.REMAINDER positional never saw leading options:
+    # `gesco map-level --dataset camvid` was rejected).
+    parser = sub.add_parser("map-level", help="map mIoU with and without FDS over channels (no model needed)")
+    map_level.build_parser(parser)
 
     def run(args):
-        from .experiments.map_level import main
-
-        main(args.rest)
+        map_level.run(args)
         return 0
 
     return run
@@ -76,12 +77,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one ``gesco`` command; return its exit status: 0, 1 (an error, reported in one line on stderr), 2 (a usage
+    error) or 130 (interrupted, e.g. Ctrl-C)."""
     parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # usage errors (one line, see _OneLineParser) and --help
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     try:
         return int(runners[args.command](args) or 0)
     except KeyboardInterrupt:
-        print("gesco: interrupted", file=sys.stderr)
+        print(f"gesco {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError, RuntimeError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

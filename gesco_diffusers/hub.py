@@ -234,9 +234,9 @@ def validate_card_metadata(card: Union[ModelCard, PathLike]) -> ModelCardData:
 # Cards from pipeline folders
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, folder: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found: is {str(path.parent.parent)!r} a GescoPipeline folder?")
+        raise FileNotFoundError(f"{str(path)!r} not found: is {str(folder)!r} a GescoPipeline folder?")
     return json.loads(path.read_text())
 
 
@@ -250,9 +250,9 @@ def _count_parameters(weights: Path) -> int:
 def card_fields_from_folder(folder: PathLike) -> dict:
     """The template fields a saved pipeline folder provides (read from its JSON configs, no weights loaded)."""
     folder = Path(folder)
-    index = _read_json(folder / "model_index.json")
-    unet = _read_json(folder / "unet" / "config.json")
-    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    index = _read_json(folder / "model_index.json", folder)
+    unet = _read_json(folder / "unet" / "config.json", folder)
+    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json", folder)
     semantic = index.get("semantic_config") or {}
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     fields: dict[str, Any] = dict(
@@ -343,11 +343,8 @@ def publish_pipeline(
         the ``CommitInfo`` of the upload.
     """
     folder = Path(folder)
-    validate_repo_id(repo_id)
-    if "/" not in repo_id:
-        raise ValueError(f"repo_id must be 'namespace/name', got {repo_id!r}")
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"{str(folder)!r} is not a pipeline folder (no model_index.json)")
+    _check_repo_id(repo_id)
+    _check_pipeline_folder(folder)
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{str(folder)!r} has no model card (README.md): write one with "
                                 "gesco_diffusers.hub.write_model_card(folder, training_args=..., kpis=...)")
@@ -358,13 +355,27 @@ def publish_pipeline(
                              repo_type="model", revision=revision, ignore_patterns=list(TRAINING_STATE_PATTERNS))
 
 
+def _check_repo_id(repo_id: str) -> None:
+    validate_repo_id(repo_id)
+    if "/" not in repo_id:
+        raise ValueError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+
+
+def _check_pipeline_folder(folder: Path) -> None:
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a pipeline folder (no model_index.json)")
+
+
 def _load_json_arg(value: Optional[str], name: str) -> Optional[dict]:
     if value is None:
         return None
     path = Path(value)
     if not path.is_file():
         raise FileNotFoundError(f"--{name}: {value!r} does not exist")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--{name}: {value!r} is not valid JSON ({err})") from None
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
@@ -406,6 +417,8 @@ def _print_dry_run(folder: Path, card: Optional[ModelCard], overwrite_card: bool
 
 def run(args: argparse.Namespace, api: Optional[HfApi] = None) -> int:
     folder = Path(args.folder)
+    _check_pipeline_folder(folder)  # a dry run of a wrong folder fails like the real run
+    _check_repo_id(args.repo_id)  # before a card is written into the folder
     training_args = _load_json_arg(args.training_args, "training-args")
     kpis = _load_json_arg(args.kpis, "kpis")
     card = None

@@ -11,6 +11,8 @@ import pytest
 
 from gesco_diffusers.cli import main
 
+from fixture_data import DATA_ROOT
+
 
 def run_transmit(tmp_path, *extra):
     return main(["transmit", "--steps", "2", "--output", str(tmp_path / "out"), "--size", "32", "40", *extra])
@@ -129,3 +131,134 @@ def test_transmit_never_replaces_earlier_outputs_silently(tmp_path, capsys, monk
         assert {p: p.read_bytes() for p in outputs} != before
     finally:
         os.umask(old_umask)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Error paths of convert (see test_convert.py), publish and map-level through gesco_diffusers.cli.main: one line on
+# stderr and the exit status (1: error, 2: usage, 130: interrupted).
+
+
+def test_usage_errors_and_help_return_their_status(capsys):
+    assert main(["map-level", "--dataset", "cityscapes"]) == 2
+    assert "invalid choice: 'cityscapes'" in one_line_error(capsys)
+    assert main(["publish", "only-a-folder"]) == 2
+    assert "the following arguments are required: repo_id" in one_line_error(capsys)
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in one_line_error(capsys)
+    assert main(["map-level", "--help"]) == 0
+    assert "--data-root" in capsys.readouterr().out
+
+
+def test_map_level_runs_the_readme_command(tmp_path, capsys):
+    # The README's `gesco map-level --dataset camvid --out DIR`: leading options reach the experiment.
+    assert main(["map-level", "--dataset", "camvid", "--out", str(tmp_path), "--data-root", str(DATA_ROOT),
+                 "--limit", "2", "--channels", "awgn", "--psnrs", "10"]) == 0
+    results = json.loads((tmp_path / "camvid" / "results.json").read_text())
+    assert results["num_maps"] == 2 and [(r["channel"], r["snr_db"]) for r in results["rows"]] == [("awgn", 10.0)]
+    assert "| awgn | paper |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,status,message",
+    [
+        (["--limit", "0"], 1, "limit must be a positive number of maps, got 0"),
+        (["--batch-size", "0"], 1, "batch_size must be a positive integer, got 0"),
+        (["--channels", "bsc"], 1, "unknown channel labels ['bsc']"),
+        (["--psnrs", "nan"], 1, "must be a finite number of dB"),
+        (["--data-root", "{tmp}/nowhere"], 1, "no label maps found under"),
+        (["--out", "{tmp}/file/sub"], 1, "cannot be created"),
+        (["--limit", "two"], 2, "invalid int value: 'two'"),
+    ],
+)
+def test_map_level_errors_are_one_line(tmp_path, capsys, monkeypatch, args, status, message):
+    import gesco_diffusers.experiments.map_level as map_level
+
+    (tmp_path / "file").write_text("not a folder")
+    refused_early = args[0] in ("--out", "--limit", "--batch-size")  # checked before any map is loaded
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "out")]
+    if "--data-root" not in args:
+        args = [*args, "--data-root", str(DATA_ROOT)]
+    scored = []
+    real = map_level._evaluate_setting
+    monkeypatch.setattr(map_level, "_evaluate_setting", lambda *a, **k: scored.append(1) or real(*a, **k))
+    assert main(["map-level", "--quick", *[a.replace("{tmp}", str(tmp_path)) for a in args]]) == status
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+    if refused_early:
+        assert scored == []
+
+
+def test_map_level_names_the_missing_default_data_root(tmp_path, capsys, monkeypatch):
+    import gesco_diffusers.experiments.map_level as map_level
+
+    monkeypatch.setattr(map_level, "default_data_root", lambda: tmp_path / "no_data")
+    assert main(["map-level", "--out", str(tmp_path / "out"), "--quick"]) == 1
+    err = one_line_error(capsys)
+    assert f"no label maps found under {tmp_path / 'no_data' / 'camvid'}" in err and "pass --data-root" in err
+
+
+class _NoHub:
+    """Stands in for huggingface_hub.HfApi: an error test must never reach the Hub."""
+
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("the Hub was contacted")
+
+
+@pytest.fixture
+def pipeline_folder(tmp_path):
+    from gesco_diffusers import GescoPipeline
+
+    folder = tmp_path / "pipe"
+    GescoPipeline.from_unet_config("tiny", dataset="camvid", seed=0).save_pretrained(folder)
+    return folder
+
+
+def test_publish_errors_are_one_line(tmp_path, capsys, monkeypatch, pipeline_folder):
+    import gesco_diffusers.hub as hub
+
+    monkeypatch.setattr(hub, "HfApi", _NoHub)
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(tmp_path / "missing"), "org/name"], "is not a pipeline folder (no model_index.json)"),
+        ([str(tmp_path / "missing"), "org/name", "--dry-run"], "is not a pipeline folder (no model_index.json)"),
+        ([str(tmp_path / "empty"), "org/name", "--card-kind", "camvid", "--dry-run"], "is not a pipeline folder"),
+        ([str(pipeline_folder), "org/name"], "has no model card (README.md)"),
+        ([str(pipeline_folder), "org/name", "--kpis", str(tmp_path / "none.json")], "--kpis: "),
+        ([str(pipeline_folder), "org/name", "--kpis", str(tmp_path / "bad.json")], "is not valid JSON"),
+        ([str(pipeline_folder), "not a repo id", "--card-kind", "camvid"], "Repo id must use alphanumeric chars"),
+        ([str(pipeline_folder), "name-only", "--card-kind", "camvid"], "repo_id must be 'namespace/name'"),
+    ]
+    for args, message in cases:
+        assert main(["publish", *args]) == 1, args
+        assert message in one_line_error(capsys), args
+    assert not (tmp_path / "missing").exists() and not list((tmp_path / "empty").iterdir())
+    assert not (pipeline_folder / "README.md").exists()  # a refused upload writes no card either
+
+
+def test_ctrl_c_in_publish_and_map_level_exits_130(tmp_path, capsys, monkeypatch, pipeline_folder):
+    import gesco_diffusers.experiments.map_level as map_level
+    import gesco_diffusers.hub as hub
+
+    class InterruptedUpload:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def create_repo(self, *args, **kwargs):
+            return None
+
+        def upload_folder(self, *args, **kwargs):
+            raise KeyboardInterrupt  # Ctrl-C during the upload
+
+    monkeypatch.setattr(hub, "HfApi", InterruptedUpload)
+    assert main(["publish", str(pipeline_folder), "org/name", "--card-kind", "camvid"]) == 130
+    assert one_line_error(capsys) == "gesco publish: interrupted"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(map_level, "_evaluate_setting", interrupted)
+    assert main(["map-level", "--quick", "--data-root", str(DATA_ROOT), "--out", str(tmp_path / "ml")]) == 130
+    assert one_line_error(capsys) == "gesco map-level: interrupted"
+    assert not (tmp_path / "ml" / "camvid" / "results.json").exists()

@@ -634,3 +634,40 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys, name, conte
     status, err = gesco(["convert", str(tmp_path / name), str(tmp_path / "out")], capsys)
     assert status == 1 and len(err.splitlines()) == 1 and f"checkpoint {name!r} is not a readable" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_gesco_convert_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, official_sd, capsys, monkeypatch):
+    import gesco_diffusers.hub as hub
+
+    (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "weights.bin").write_bytes(b"\0")
+    torch.save({"model": {"a": torch.zeros(1)}, "step": 3}, tmp_path / "wrapped.pt")
+    checkpoint = tmp_path / "ema.pt"
+    torch.save(official_sd, checkpoint)
+    out = tmp_path / "pipe"
+    for argv, status, message in [
+        ([str(tmp_path / "missing.pt"), str(out)], 1, "does not exist"),
+        ([str(tmp_path / "folder.pt"), str(out)], 1, "is a folder; give the checkpoint file"),
+        ([str(tmp_path / "weights.bin"), str(out)], 1, "expected one of ('.pt', '.pth', '.safetensors')"),
+        ([str(tmp_path / "wrapped.pt"), str(out)], 1, "not a flat state dict"),
+        ([str(checkpoint), str(out), "--dataset", "mnist"], 2, "invalid choice: 'mnist'"),
+        ([str(checkpoint)], 2, "the following arguments are required: output_dir"),
+    ]:
+        code, err = gesco(["convert", *argv], capsys)
+        assert code == status and len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not out.exists()
+
+    flags = ["--num-head-channels", str(HEAD_CHANNELS), "--no-fp16"]
+    assert gesco(["convert", str(checkpoint), str(out), *flags], capsys)[0] == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, err = gesco(["convert", str(checkpoint), str(out), *flags], capsys)
+    assert code == 1 and len(err.splitlines()) == 1 and "--overwrite" in err, err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the new folder is being written
+
+    monkeypatch.setattr(hub, "write_model_card", interrupted)
+    assert gesco(["convert", str(checkpoint), str(out), *flags, "--overwrite"], capsys) == (
+        130, "gesco convert: interrupted")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier folder, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ema.pt", "folder.pt", "pipe", "weights.bin", "wrapped.pt"]

@@ -386,3 +386,4 @@ def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_pat
         evaluate(converted, "camvid", "val", [ChannelCondition("awgn", 12)], data_dir=CAMVID, limit=1, size=SIZE,
                  device="cpu", networks=NO_NETWORKS, image_codec=None, out_dir=tmp_path / "twelve")
     assert not (tmp_path / "twelve").exists()
+    assert main(["evaluate", "--psnr-convention", "tabel"]) == 2  # argparse choices

@@ -42,6 +42,9 @@ def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     unpickling.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file (.pt, .pth, "
+                                ".safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix not in CHECKPOINT_SUFFIXES:

@@ -34,6 +34,7 @@ from ..evaluation.metrics.miou import ConfusionMatrix
 from ..presets import DatasetPreset, get_dataset_preset
 from ..receiver import build_fds
 from ..sender import SemanticEncoder
+from ..utils.files import check_writable_dir
 
 __all__ = [
     "ChannelSetting",
@@ -42,7 +43,9 @@ __all__ = [
     "FDS_ARMS",
     "default_settings",
     "load_label_maps",
+    "build_parser",
     "main",
+    "run",
     "run_map_level",
 ]
 
@@ -115,7 +118,9 @@ def load_label_maps(
     splits = ("train", "val") if split == "all" else (split,)
     files = sorted(p for s in splits for p in (base / s / "labels").glob("*.png"))
     if not files:
-        raise FileNotFoundError(f"no label maps found under {base} for split {split!r}")
+        folders = " and ".join(f"{name}/" for name in sorted(_DATASET_DIRS.values()))
+        where = "" if data_root is not None else f" (the default data root; pass --data-root: the folder of {folders})"
+        raise FileNotFoundError(f"no label maps found under {base} for split {split!r}{where}")
     remap = get_layout(preset.name).remap_labels  # e.g. COCO-Stuff's unlabelled 255 -> 182
     maps = []
     for path in files[:limit]:
@@ -335,6 +340,12 @@ def run_map_level(
     resize = resize or _DEFAULT_RESIZE.get(preset.name, "native")
     if resize not in ("native", "preset"):
         raise ValueError(f"resize must be 'native' or 'preset', got {resize!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of maps, got {limit!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if out_dir is not None:  # before the work: a bad output folder costs nothing
+        check_writable_dir(out_dir, "output folder")
     maps = load_label_maps(preset, data_root, split, limit, preset.resolution if resize == "preset" else None)
     settings = default_settings(psnrs, ebn0s, channels)
     rows, start = [], time.perf_counter()
@@ -388,8 +399,9 @@ def codec_table_from_files(dataset: str, data_root, split: Optional[str], limit:
     return table
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    """The experiment's arguments (on ``parser`` if given: the ``gesco map-level`` subcommand reuses them)."""
+    parser = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="camvid", choices=["camvid", "coco-stuff", "all"])
     parser.add_argument("--out", default="outputs/map_level", help="output folder (one subfolder per dataset)")
     parser.add_argument("--data-root", default=None, help="folder holding camvid/ and coco_stuff_samples/")
@@ -406,7 +418,11 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
                         help=f"smoke test: {QUICK_MAPS} maps, PSNR {QUICK_PSNRS}, Eb/N0 {QUICK_EBN0S}")
     parser.add_argument("--codecs", action="store_true",
                         help="also tabulate the BPP of each lossless map codec next to the lossy photo codec")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the experiment for parsed arguments; return one result per dataset."""
     datasets = ["camvid", "coco-stuff"] if args.dataset == "all" else [args.dataset]
     psnrs = args.psnrs or (QUICK_PSNRS if args.quick else DEFAULT_PSNRS)
     ebn0s = args.ebn0s or (QUICK_EBN0S if args.quick else DEFAULT_EBN0S)
@@ -422,6 +438,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
               f"{Path(args.out) / name})")
         results.append(result)
     return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
