@@ -540,10 +540,21 @@ def test_accelerate_launch_trains_and_writes_a_loadable_pipeline(launched_run):
     labels = torch.randint(0, 12, (1, 16, 24), generator=torch.Generator().manual_seed(0))
     images = pipe(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (1, 16, 24, 3) and np.isfinite(images).all()
-    # The pipeline holds the EMA weights, not the last training weights.
+    # The pipeline holds the EMA weights (decay 0.9999), not the last training weights: exactly the EMA saved with the
+    # last checkpoint, and that EMA moved from the one saved two steps earlier by what the decay allows, i.e.
+    # ema_8 - ema_6 = (1 - d) (d (w_7 - ema_6) + (w_8 - ema_6)): about 2 (1 - d) of the way to the weights (measured
+    # 1.8 (1 - d); exporting the weights would give 1, a decay of 0.999 about 20 (1 - d), the older EMA 0).
+    exported = [p.detach() for p in pipe.unet.parameters()]
+    ema_8, ema_6 = (read_state(launched_run / name, "ema") for name in ("checkpoint-8", "checkpoint-6"))
+    assert ema_8["optimization_step"] == 8 and ema_8["decay"] == 0.9999
+    assert len(ema_8["shadow_params"]) == len(exported)
+    assert all(torch.equal(a, b) for a, b in zip(ema_8["shadow_params"], exported))
     trained = load_file(str(launched_run / "checkpoint-8" / "model.safetensors"))
-    ema = pipe.unet.state_dict()
-    assert any(not torch.equal(trained[k], ema[k]) for k in trained)
+    names = [name for name, _ in pipe.unet.named_parameters()]
+    flat = lambda tensors: torch.cat([t.flatten().double() for t in tensors])  # noqa: E731
+    start = flat(ema_6["shadow_params"])
+    moved = (flat(exported) - start).norm() / (flat(trained[name] for name in names) - start).norm()
+    assert 0.5 < float(moved) / (1 - 0.9999) < 3.0, float(moved)
 
 
 def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_path, monkeypatch, one_thread):
