@@ -1,20 +1,24 @@
 #!/usr/bin/env python
-"""Distil a trained GESCO pipeline into a few-step student by consistency distillation, with Accelerate.
+"""Distil a trained GESCO pipeline into a few-step, single-map student, with Accelerate.
 
     accelerate launch training/distill.py --config training/configs/camvid-fast.yaml --data_dir path/to/camvid
 
 Shaped like diffusers' ``examples/consistency_distillation/train_lcm_distill_sd_wds.py``, in pixel space and
-conditioned on semantic maps (the math: :mod:`gesco_diffusers.training.consistency`). The teacher is a
-``GescoPipeline`` folder (default: the shipped CamVid demo model) sampled with its stored classifier-free guidance
-scale; the student starts from the teacher's weights and learns the guided teacher's consistency function, so it needs
-one map per image and one U-Net call per step. Data, noisy-map schedule (the teacher's, read from its
-``semantic_config``), seeding and checkpoints are those of ``training/train.py``.
+conditioned on semantic maps. The teacher is a ``GescoPipeline`` folder (default: the shipped CamVid demo model)
+sampled with its stored classifier-free guidance scale; the student starts from the teacher's weights and needs one
+map per image, so each sampling step is one U-Net call. Two methods (``--method``):
 
-Outputs in ``--output_dir``: ``checkpoint-<step>/`` (student, target network and optimizer state, committed
-atomically; resume with ``--resume_from_checkpoint latest``), ``train_log.jsonl`` and, at the end, a ``GescoPipeline``
-whose scheduler is diffusers' ``LCMScheduler`` on the distillation grid and whose ``semantic_config`` stores
-``num_inference_steps`` (default 4) and ``guidance_scale`` 1 (the guidance is in the weights), so
-``GescoPipeline.from_pretrained(output_dir)(map)`` makes at most 4 U-Net calls per image.
+* ``consistency``: consistency distillation (LCM; :mod:`gesco_diffusers.training.consistency`): the student learns the
+  guided teacher's probability-flow ODE endpoint and is sampled by diffusers' ``LCMScheduler`` on the grid;
+* ``guidance``: guidance distillation (Meng et al. 2023, stage one; :mod:`gesco_diffusers.training.guidance_distillation`):
+  the student regresses the guided teacher's output at the timesteps of a few-step stochastic sampler
+  (SDE-DPM-Solver++, trailing timesteps), which then samples it.
+
+Data, noisy-map schedule (the teacher's, read from its ``semantic_config``), seeding and checkpoints are those of
+``training/train.py``. Outputs in ``--output_dir``: ``checkpoint-<step>/`` (committed atomically, no pickle; resume with
+``--resume_from_checkpoint latest``), ``train_log.jsonl`` and, at the end, a ``GescoPipeline`` whose
+``semantic_config`` stores ``num_inference_steps`` (default 4) and ``guidance_scale`` 1 (the guidance is in the
+weights), so ``GescoPipeline.from_pretrained(output_dir)(map)`` makes at most 4 U-Net calls per image.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from gesco_diffusers.data import (
     build_transform,
     seeded_generator,
 )
-from gesco_diffusers.diffusion import GaussianDiffusion
+from gesco_diffusers.diffusion import GaussianDiffusion, build_scheduler
 from gesco_diffusers.models import SemanticUNet2DModel
 from gesco_diffusers.pipelines import GescoPipeline
 from gesco_diffusers.presets import DatasetPreset
@@ -70,10 +74,12 @@ from gesco_diffusers.training.consistency import (
     SkippingStepSolver,
     update_target,
 )
+from gesco_diffusers.training.guidance_distillation import GuidanceDistillationObjective
 
 logger = get_logger(__name__, log_level="INFO")
 
 TRAIN_LOG = base.TRAIN_LOG
+METHODS = ("consistency", "guidance")
 NOISE_STREAM = 2  # seed domain of the per-step distillation noise (train.py uses 1)
 DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "gesco_diffusers" / "assets" / "demo" / "camvid"
 
@@ -84,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
 
     g = p.add_argument_group("teacher and student")
+    g.add_argument("--method", default="consistency", choices=METHODS, help="distillation method (module docstring)")
     g.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="a trained GescoPipeline folder (learned variance)")
     g.add_argument("--guidance_scale", type=float, default=None,
                    help="teacher's classifier-free guidance scale folded into the student (default: the teacher's)")
@@ -95,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--huber_c", type=float, default=0.001, help="c of the pseudo-Huber loss")
     g.add_argument("--target_ema_decay", type=float, default=0.95, help="EMA decay of the target network")
     g.add_argument("--num_inference_steps", type=int, default=4, help="sampling steps stored with the student")
+    g.add_argument("--all_timesteps", action=bool_flag, default=False,
+                   help="guidance: regress at every timestep, not only at the student sampler's")
 
     g = p.add_argument_group("data (as training/train.py)")
     g.add_argument("--dataset", default=None, help="dataset preset / file layout (default: the teacher's)")
@@ -152,7 +161,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "num_inference_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.num_inference_steps > args.num_grid_steps:
+    if args.method == "consistency" and args.num_inference_steps > args.num_grid_steps:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} exceeds the grid of "
                          f"--num_grid_steps {args.num_grid_steps}")
     if not 0.0 <= args.target_ema_decay < 1.0:
@@ -191,29 +200,53 @@ def teacher_noise_schedule(teacher: GescoPipeline, train_fds: Optional[bool]) ->
                             channel_kwargs=stored.get("channel_kwargs"))
 
 
-def student_scheduler(teacher: GescoPipeline, num_grid_steps: int) -> LCMScheduler:
-    """diffusers' multistep consistency sampler on the teacher's noise schedule and the distillation grid."""
+def student_scheduler(teacher: GescoPipeline, method: str, num_grid_steps: int):
+    """The student's sampler on the teacher's noise schedule: diffusers' multistep consistency sampler on the
+    distillation grid (``consistency``), or SDE-DPM-Solver++ with trailing timesteps (``guidance``: its first step
+    starts from pure noise at ``T - 1``, which few steps need)."""
     cfg = teacher.scheduler.config
+    if method == "guidance":
+        return build_scheduler("sde-dpmsolver++", cfg, timestep_spacing="trailing")
     return LCMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
                         beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule, prediction_type="epsilon",
                         original_inference_steps=num_grid_steps, timestep_scaling=TIMESTEP_SCALING,
                         clip_sample=False, set_alpha_to_one=True)
 
 
-def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float, noise_schedule) -> dict:
+def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float, noise_schedule,
+                            timesteps) -> dict:
     config = dict(teacher.config.semantic_config or {})
+    if args.method == "consistency":
+        method = {"method": "consistency distillation (LCM skipping-step DDIM solver, pseudo-Huber)",
+                  "num_grid_steps": args.num_grid_steps, "solver_substeps": args.solver_substeps,
+                  "teacher_clip_x0": args.teacher_clip_x0, "huber_c": args.huber_c,
+                  "target_ema_decay": args.target_ema_decay, "sigma_data": SIGMA_DATA}
+    else:
+        method = {"method": "guidance distillation (Meng et al. 2023, stage one; MSE to the guided teacher)",
+                  "timesteps": None if timesteps is None else list(timesteps)}
     config.update(
         guidance_scale=1.0,  # folded into the weights: one map per image
         num_inference_steps=args.num_inference_steps,
-        distillation={
-            "method": "consistency distillation (LCM skipping-step DDIM solver, pseudo-Huber)",
-            "teacher_guidance_scale": guidance_scale, "num_grid_steps": args.num_grid_steps,
-            "solver_substeps": args.solver_substeps, "teacher_clip_x0": args.teacher_clip_x0,
-            "huber_c": args.huber_c, "target_ema_decay": args.target_ema_decay,
-            "noisy_maps": noise_schedule.describe(), "sigma_data": SIGMA_DATA,
-        },
+        distillation={**method, "teacher_guidance_scale": guidance_scale, "noisy_maps": noise_schedule.describe()},
     )
     return config
+
+
+def build_objective(args, teacher_unet, guidance_scale: float, diffusion, encoder, noise_schedule, scheduler):
+    """The method's objective, and the timesteps the guidance student is trained at (``None``: all)."""
+    if args.method == "consistency":
+        solver = SkippingStepSolver(diffusion, args.num_grid_steps, args.solver_substeps, args.teacher_clip_x0)
+        return ConsistencyDistillationObjective(teacher_unet, guidance_scale, solver, diffusion, encoder,
+                                                noise_schedule, args.huber_c), None
+    timesteps = None
+    if not args.all_timesteps:  # those of the stored sampler at 1 .. num_inference_steps steps
+        timesteps = set()
+        for steps in range(1, args.num_inference_steps + 1):
+            scheduler.set_timesteps(steps)
+            timesteps.update(int(t) for t in scheduler.timesteps)
+        timesteps = sorted(timesteps, reverse=True)
+    return GuidanceDistillationObjective(teacher_unet, guidance_scale, diffusion, encoder, noise_schedule,
+                                         timesteps), timesteps
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -263,28 +296,28 @@ def main(args: argparse.Namespace) -> Path:
     if len(train_dataloader) == 0:
         raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
 
-    # ---- teacher, student, target, objective
+    # ---- teacher, student, target (consistency only), objective
     guidance_scale = teacher.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
     teacher_unet = teacher.unet.requires_grad_(False).eval().to(accelerator.device)
     student = SemanticUNet2DModel.from_config(teacher_unet.config)
     student.load_state_dict(teacher_unet.state_dict())
     student.train()
-    target = copy.deepcopy(student).requires_grad_(False).eval().to(accelerator.device)
+    target = None
+    if args.method == "consistency":
+        target = copy.deepcopy(student).requires_grad_(False).eval().to(accelerator.device)
     diffusion = GaussianDiffusion.from_scheduler(teacher.scheduler)
     noise_schedule = teacher_noise_schedule(teacher, args.train_fds)
-    objective = ConsistencyDistillationObjective(
-        teacher=teacher_unet, guidance_scale=guidance_scale,
-        solver=SkippingStepSolver(diffusion, args.num_grid_steps, args.solver_substeps, args.teacher_clip_x0),
-        diffusion=diffusion, encoder=SemanticEncoder.from_preset(preset), noise_schedule=noise_schedule,
-        huber_c=args.huber_c,
-    )
+    scheduler = student_scheduler(teacher, args.method, args.num_grid_steps)
+    objective, timesteps = build_objective(args, teacher_unet, guidance_scale, diffusion,
+                                           SemanticEncoder.from_preset(preset), noise_schedule, scheduler)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=(args.max_train_steps or 0) * accelerator.num_processes)
     student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(student, optimizer, train_dataloader,
                                                                              lr_scheduler)
-    state = {"models": {"student": student, "target": target}, "optimizers": {"optimizer": optimizer},
+    models = {"student": student, **({"target": target} if target is not None else {})}
+    state = {"models": models, "optimizers": {"optimizer": optimizer},
              "schedulers": {"lr_scheduler": lr_scheduler}}
     steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     if accelerator.is_main_process:
@@ -301,10 +334,11 @@ def main(args: argparse.Namespace) -> Path:
             base.truncate_log(output_dir / TRAIN_LOG, global_step)
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
     resume_batches *= args.gradient_accumulation_steps
-    logger.info(f"***** distillation: teacher {args.teacher} (guidance {guidance_scale}), {len(train_rows)} rows, "
-                f"batch {args.train_batch_size} x {accelerator.num_processes} processes, grid {args.num_grid_steps}, "
-                f"substeps {args.solver_substeps}, max steps {args.max_train_steps}, budget {args.max_train_minutes} "
-                f"min, noisy maps {noise_schedule.describe()}")
+    logger.info(f"***** {args.method} distillation: teacher {args.teacher} (guidance {guidance_scale}), "
+                f"{len(train_rows)} rows, batch {args.train_batch_size} x {accelerator.num_processes} processes, "
+                f"student sampler {type(scheduler).__name__} ({args.num_inference_steps} steps), timesteps "
+                f"{timesteps or 'all'}, max steps {args.max_train_steps}, budget {args.max_train_minutes} min, "
+                f"noisy maps {noise_schedule.describe()}")
 
     # ---- loop
     log_path = output_dir / TRAIN_LOG
@@ -322,8 +356,9 @@ def main(args: argparse.Namespace) -> Path:
             micro = batch_index % args.gradient_accumulation_steps
             generator = seeded_generator(args.seed, NOISE_STREAM, accelerator.process_index, global_step, micro)
             with accelerator.accumulate(student):
+                networks = (student, target) if target is not None else (student,)
                 with accelerator.autocast():  # teacher and target too, not only the prepared student
-                    out = objective(student, target, batch["pixel_values"], batch["label"], batch.get("instance"),
+                    out = objective(*networks, batch["pixel_values"], batch["label"], batch.get("instance"),
                                     generator)
                 accelerator.backward(out["loss"])
                 if accelerator.sync_gradients and args.max_grad_norm is not None:
@@ -335,7 +370,8 @@ def main(args: argparse.Namespace) -> Path:
             if not accelerator.sync_gradients:
                 continue
 
-            update_target(target, accelerator.unwrap_model(student), args.target_ema_decay)
+            if target is not None:
+                update_target(target, accelerator.unwrap_model(student), args.target_ema_decay)
             global_step += 1
             loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
             losses = []
@@ -361,14 +397,15 @@ def main(args: argparse.Namespace) -> Path:
                 break
         epoch += 1
 
-    # ---- final state and the student pipeline (target network weights)
+    # ---- final state and the student pipeline (consistency: the target network's weights)
     if last_saved != global_step:
         save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, **state)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        pipeline = GescoPipeline(unet=target, scheduler=student_scheduler(teacher, args.num_grid_steps),
+        unet = target if target is not None else accelerator.unwrap_model(student)
+        pipeline = GescoPipeline(unet=unet, scheduler=scheduler,
                                  semantic_config=student_semantic_config(args, teacher, guidance_scale,
-                                                                         noise_schedule))
+                                                                         noise_schedule, timesteps))
         pipeline.save_pretrained(str(output_dir))
         logger.info(f"saved the student pipeline to {output_dir} after {global_step} steps, "
                     f"{time.monotonic() - start_time:.1f} s")

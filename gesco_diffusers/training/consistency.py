@@ -35,6 +35,7 @@ from ..diffusion.guidance import guided_model_output, null_and_conditional_maps
 from ..diffusion.losses import GaussianDiffusion
 from ..sender.encoding import SemanticEncoder
 from .noise_schedule import NoisyMapSchedule
+from .objective import received_maps
 
 __all__ = ["ConsistencyDistillationObjective", "SkippingStepSolver", "boundary_scalings", "pseudo_huber", "update_target"]
 
@@ -148,12 +149,6 @@ class ConsistencyDistillationObjective:
         if not self.huber_c > 0.0:
             raise ValueError(f"huber_c must be positive, got {self.huber_c}")
 
-    def conditioning(self, labels: torch.Tensor, instances: Optional[torch.Tensor],
-                     generator: Optional[torch.Generator]) -> tuple[torch.Tensor, Optional[float]]:
-        encoded = self.encoder.encode(labels, instances if self.encoder.use_instance_edges else None)
-        psnr = self.noise_schedule.sample(generator)
-        return self.noise_schedule.corrupt(encoded.one_hot, encoded.transmitted, psnr, generator), psnr
-
     def consistency_output(self, unet: nn.Module, sample: torch.Tensor, t: torch.Tensor,
                            segmap: torch.Tensor) -> torch.Tensor:
         """``f(x, t) = c_skip(t) x + c_out(t) x0(x, t)`` from the epsilon channels of ``unet``."""
@@ -182,7 +177,7 @@ class ConsistencyDistillationObjective:
     ) -> dict:
         """Loss of one batch: ``dict(loss=scalar, per_sample=(B,), psnr=Optional[float], timesteps=(B,))``."""
         device = pixel_values.device
-        segmap, psnr = self.conditioning(labels, instances, generator)
+        segmap, psnr = received_maps(self.encoder, self.noise_schedule, labels, instances, generator)
         segmap = segmap.to(device)
         draw_device = generator.device if generator is not None else device
         batch = pixel_values.shape[0]

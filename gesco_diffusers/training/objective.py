@@ -16,7 +16,7 @@ from ..diffusion.losses import PAPER_VLB_WEIGHT, GaussianDiffusion, hybrid_loss
 from ..sender.encoding import SemanticEncoder
 from .noise_schedule import NoisyMapSchedule
 
-__all__ = ["SemanticDiffusionObjective", "drop_conditioning"]
+__all__ = ["SemanticDiffusionObjective", "drop_conditioning", "received_maps"]
 
 
 def drop_conditioning(
@@ -37,6 +37,20 @@ def drop_conditioning(
     dropped = torch.rand(segmap.shape[0], generator=generator, device=device) < drop_probability
     return torch.where(dropped.to(segmap.device)[:, None, None, None], torch.zeros((), dtype=segmap.dtype,
                                                                                    device=segmap.device), segmap)
+
+
+def received_maps(
+    encoder: SemanticEncoder,
+    noise_schedule: NoisyMapSchedule,
+    labels: torch.Tensor,
+    instances: Optional[torch.Tensor],
+    generator: Optional[torch.Generator],
+) -> tuple[torch.Tensor, Optional[float]]:
+    """The sender's one-hot maps of a batch sent through a channel condition drawn by ``noise_schedule`` (Sec. III-A,
+    IV-A): ``(maps, psnr)`` with ``psnr = None`` for a clean batch. Draws the condition, then the channel noise."""
+    encoded = encoder.encode(labels, instances if encoder.use_instance_edges else None)
+    psnr = noise_schedule.sample(generator)
+    return noise_schedule.corrupt(encoded.one_hot, encoded.transmitted, psnr, generator), psnr
 
 
 @dataclass
@@ -72,9 +86,7 @@ class SemanticDiffusionObjective:
         self, labels: torch.Tensor, instances: Optional[torch.Tensor], generator: Optional[torch.Generator]
     ) -> tuple[torch.Tensor, Optional[float]]:
         """The training conditioning map of a batch and the PSNR it was corrupted at (``None``: clean)."""
-        encoded = self.encoder.encode(labels, instances if self.encoder.use_instance_edges else None)
-        psnr = self.noise_schedule.sample(generator)
-        segmap = self.noise_schedule.corrupt(encoded.one_hot, encoded.transmitted, psnr, generator)
+        segmap, psnr = received_maps(self.encoder, self.noise_schedule, labels, instances, generator)
         return drop_conditioning(segmap, self.cfg_drop_probability, generator), psnr
 
     def __call__(
