@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--huber_c", type=float, default=0.001, help="c of the pseudo-Huber loss")
     g.add_argument("--target_ema_decay", type=float, default=0.95, help="EMA decay of the target network")
     g.add_argument("--num_inference_steps", type=int, default=4, help="sampling steps stored with the student")
+    g.add_argument("--timesteps", type=int, nargs="+", default=None,
+                   help="guidance: the student's sampling schedule, stored as its default (descending; default: the "
+                        "sampler's trailing spacing at --num_inference_steps)")
     g.add_argument("--all_timesteps", action=bool_flag, default=False,
                    help="guidance: regress at every timestep, not only at the student sampler's")
 
@@ -161,6 +164,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "num_inference_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.timesteps is not None:
+        if args.method != "guidance":
+            raise ValueError("--timesteps is for --method guidance (LCMScheduler picks its own from the grid)")
+        if len(args.timesteps) != args.num_inference_steps:
+            raise ValueError(f"--timesteps lists {len(args.timesteps)} steps, --num_inference_steps is "
+                             f"{args.num_inference_steps}")
+        if any(a <= b for a, b in zip(args.timesteps, args.timesteps[1:])) or min(args.timesteps) < 0:
+            raise ValueError(f"--timesteps must be non-negative and strictly descending, got {args.timesteps}")
     if args.method == "consistency" and args.num_inference_steps > args.num_grid_steps:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} exceeds the grid of "
                          f"--num_grid_steps {args.num_grid_steps}")
@@ -224,6 +235,8 @@ def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float,
     else:
         method = {"method": "guidance distillation (Meng et al. 2023, stage one; MSE to the guided teacher)",
                   "timesteps": None if timesteps is None else list(timesteps)}
+    if args.method == "guidance" and args.timesteps:
+        config["timesteps"] = list(args.timesteps)  # the default schedule of the student's sampler
     config.update(
         guidance_scale=1.0,  # folded into the weights: one map per image
         num_inference_steps=args.num_inference_steps,
@@ -239,8 +252,8 @@ def build_objective(args, teacher_unet, guidance_scale: float, diffusion, encode
         return ConsistencyDistillationObjective(teacher_unet, guidance_scale, solver, diffusion, encoder,
                                                 noise_schedule, args.huber_c), None
     timesteps = None
-    if not args.all_timesteps:  # those of the stored sampler at 1 .. num_inference_steps steps
-        timesteps = set()
+    if not args.all_timesteps:  # the stored schedule, and the sampler's own spacing at 1 .. num_inference_steps steps
+        timesteps = set(args.timesteps or ())
         for steps in range(1, args.num_inference_steps + 1):
             scheduler.set_timesteps(steps)
             timesteps.update(int(t) for t in scheduler.timesteps)

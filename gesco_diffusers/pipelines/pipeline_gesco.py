@@ -148,8 +148,9 @@ class GescoPipeline(DiffusionPipeline):
     Config:
         semantic_config (`dict`, *optional*): ``{"dataset": DatasetPreset.to_dict(), "map_encoding": ...,
             "psnr_convention": ..., "guidance_scale": ..., "num_inference_steps": ...}``; without it the map is taken
-            as ``segmap_channels`` plain class channels. ``guidance_scale`` and ``num_inference_steps`` are the
-            sampling defaults of ``__call__`` (a distilled pipeline stores its few steps and no guidance).
+            as ``segmap_channels`` plain class channels. ``guidance_scale``, ``num_inference_steps`` and
+            ``timesteps`` (a descending list, used when neither ``num_inference_steps`` nor ``timesteps`` is passed)
+            are the sampling defaults of ``__call__`` (a distilled pipeline stores its few steps and no guidance).
     """
 
     model_cpu_offload_seq = "unet"
@@ -171,6 +172,9 @@ class GescoPipeline(DiffusionPipeline):
         if "num_inference_steps" in semantic_config:
             _check_num_steps(semantic_config["num_inference_steps"], scheduler.config.num_train_timesteps,
                              "semantic_config['num_inference_steps']")
+        if semantic_config.get("timesteps") is not None:
+            semantic_config["timesteps"] = _check_timesteps(semantic_config["timesteps"],
+                                                            scheduler.config.num_train_timesteps)
         self.register_to_config(semantic_config=semantic_config)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
 
@@ -465,6 +469,9 @@ class GescoPipeline(DiffusionPipeline):
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if num_inference_steps is None and timesteps is None:
+            # A stored schedule (a few-step student's, chosen by measurement) is the default; else stored steps.
+            timesteps = (self.config.semantic_config or {}).get("timesteps")
         num_inference_steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
         self.check_inputs(num_inference_steps, timesteps, guidance_scale, output_type,
