@@ -87,8 +87,8 @@ def tiny_pipelines(device: str) -> tuple[GescoPipeline, GescoPipeline]:
 
 
 def one_call_baseline(teacher: GescoPipeline, student: GescoPipeline) -> GescoPipeline:
-    """The teacher sampled by the student's consistency sampler for one step: its guided x0 prediction at
-    ``t = T - 1`` from pure noise (``c_skip`` is 2.5e-9 there)."""
+    """The teacher sampled by the student's sampler for one step: its guided x0 prediction at ``t = T - 1`` from pure
+    noise (LCM: ``c_skip`` is 2.5e-9 there; SDE-DPM-Solver++: a first-order step to ``t = 0``)."""
     return GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
                          semantic_config=dict(teacher.config.semantic_config))
 
@@ -176,10 +176,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
     # ---- the methods: name -> (calls per image, generate(cond, seeds), time one map)
     methods: dict[str, tuple[int, Callable, Callable]] = {}
     for steps in args.student_steps:
+        # At its stored step count the student runs its stored defaults (schedule included), as users call it.
+        options = {} if steps == student.default_num_inference_steps else {"num_inference_steps": steps}
         methods[f"student, {steps} call{'s' if steps > 1 else ''}"] = (
             steps,
-            lambda cond, s, steps=steps: generate(student, cond, s, args.batch_size, num_inference_steps=steps),
-            lambda cond, g, steps=steps: student(cond, fds=False, num_inference_steps=steps, generator=g),
+            lambda cond, s, options=options: generate(student, cond, s, args.batch_size, **options),
+            lambda cond, g, options=options: student(cond, fds=False, generator=g, **options),
         )
     methods["teacher's x0 from noise, 1 call (baseline)"] = (
         2 if guidance > 1 else 1,
