@@ -20,6 +20,7 @@ import PIL.Image
 import torch
 
 from .channel import CHANNEL_REGISTRY, PSNR_CONVENTIONS, build_channel, channel_for, channel_summary, describe_channel
+from .channel import MODULATIONS
 from .diffusion import SAMPLERS, build_scheduler
 from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
@@ -144,8 +145,11 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
 
     # Channel and receiver preprocessing.
     if args.channel == "digital":
-        channel = build_channel("digital", ebn0_db=args.ebn0)
-        channel_desc = f"digital OFDM/QPSK link at Eb/N0 {args.ebn0} dB"
+        modulation = args.modulation or "qpsk"
+        link = {} if args.rician_k is None else {"channel": "rician_flat", "rician_k": args.rician_k}
+        channel = build_channel("digital", ebn0_db=args.ebn0, modulation=modulation, **link)
+        fading = "multipath" if args.rician_k is None else f"flat Rician K={args.rician_k:g}"
+        channel_desc = f"digital OFDM/{modulation.upper()} link over {fading} at Eb/N0 {args.ebn0} dB"
     elif args.psnr is None or np.isinf(args.psnr):
         channel, channel_desc = None, "noiseless"
     else:
@@ -212,6 +216,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PSNR -> noise level: paper (Eq. 15) or official_table (the authors' table, AWGN only); "
                              "default: the one stored with the model (official_table for converted checkpoints)")
     parser.add_argument("--ebn0", type=float, default=6.0, help="Eb/N0 in dB for --channel digital")
+    parser.add_argument("--modulation", choices=sorted(MODULATIONS), default=None,
+                        help="Gray QAM of --channel digital (default: qpsk, the paper's)")
+    parser.add_argument("--rician-k", type=float, default=None,
+                        help="--channel digital over flat Rician fading with this K factor (linear; 0 = Rayleigh) "
+                             "instead of the default multipath channel")
     parser.add_argument("--codec", default="png", help="lossless map codec for the BPP figure")
     parser.add_argument("--fds", default="paper", choices=FDS_METHODS)
     parser.add_argument("--sampler", default="default", choices=("default",) + SAMPLERS)
@@ -228,6 +237,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    for flag, value in (("--modulation", args.modulation), ("--rician-k", args.rician_k)):
+        if value is not None and args.channel != "digital":
+            raise ValueError(f"{flag} applies to --channel digital only, got --channel {args.channel}")
+    if args.rician_k is not None and not args.rician_k >= 0:  # NaN too, before the model loads
+        raise ValueError(f"--rician-k must be >= 0 (0: Rayleigh, inf: no fading), got {args.rician_k}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
     if args.codec not in available_codecs(lossless=True):

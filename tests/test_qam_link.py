@@ -462,3 +462,35 @@ def test_ber_over_ofdm_multipath_with_zf_matches_rayleigh(order, ebn0_db):
 def test_ber_rician_without_fading_matches_awgn():
     link = DigitalLinkChannel(9.5, channel="rician_flat", rician_k=math.inf, modulation="16qam")
     measure_ber(link, qam_ber_awgn(16, 9.5), seed=3).check()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_gesco_transmit_digital_with_qam_and_rician(tmp_path, capsys):
+    import json
+
+    from gesco_diffusers.cli import main
+
+    common = ["transmit", "--channel", "digital", "--steps", "2", "--size", "32", "40", "--json"]
+    assert main([*common, "--modulation", "16qam", "--ebn0", "12", "--output", str(tmp_path / "a")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "16QAM" in report["channel"] and "multipath" in report["channel"]
+    assert report["extra"]["channel"]["modulation"] == "16qam"
+    assert main([*common, "--modulation", "64qam", "--rician-k", "4", "--ebn0", "15",
+                 "--output", str(tmp_path / "b")]) == 0
+    info = json.loads(capsys.readouterr().out)["extra"]["channel"]
+    assert info["modulation"] == "64qam" and info["channel"] == "rician_flat" and info["rician_k"] == 4.0
+    assert main([*common, "--output", str(tmp_path / "c")]) == 0  # default: the paper's QPSK over multipath
+    assert json.loads(capsys.readouterr().out)["extra"]["channel"]["modulation"] == "qpsk"
+    # Bad values: one line, before the model loads.
+    for extra, message in ((["--rician-k", "-1"], "--rician-k must be >= 0"),
+                           (["--rician-k", "nan"], "--rician-k must be >= 0"),
+                           (["--channel", "awgn", "--modulation", "16qam"], "--modulation applies to --channel digital")):
+        assert main([*common, *extra, "--output", str(tmp_path / "d")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert main([*common, "--modulation", "8qam", "--output", str(tmp_path / "d")]) == 2  # argparse choices
+    assert "8qam" in capsys.readouterr().err
