@@ -209,3 +209,61 @@ def test_distill_rejects_bad_teachers_and_output_inside_the_teacher(tiny_teacher
         distill.main(distill.parse_args(distill_args(tmp_path / "eps_only", data, tmp_path / "y")))
     with pytest.raises(ValueError, match="num_inference_steps"):
         distill.parse_args(distill_args(teacher, data, tmp_path / "z", extra=["--num_inference_steps", "11"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Guidance distillation
+
+
+def test_guidance_distillation_target_is_the_guided_teacher(one_thread):
+    from gesco_diffusers.training.guidance_distillation import GuidanceDistillationObjective
+
+    torch.manual_seed(0)
+    teacher = SemanticUNet2DModel(**semantic_unet_config("tiny"))
+    with torch.no_grad():  # zero-initialised layers (output, SPADE) would make the map irrelevant: no guidance
+        for parameter in teacher.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    teacher.requires_grad_(False)
+    student = SemanticUNet2DModel.from_config(teacher.config)
+    student.load_state_dict(teacher.state_dict())
+    d = diffusion()
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1, torch.randint(0, 12, (2, 8, 8), generator=g)
+    clean = NoisyMapSchedule(clean_probability=1.0)
+    # Without guidance the target is the teacher itself: a copy of it has zero loss.
+    unguided = GuidanceDistillationObjective(teacher, 1.0, d, SemanticEncoder(12), clean)
+    assert unguided(student, images, labels, generator=torch.Generator().manual_seed(3))["loss"].item() == 0.0
+    objective = GuidanceDistillationObjective(teacher, 2.0, d, SemanticEncoder(12), clean, timesteps=[999, 300])
+    optimizer = torch.optim.AdamW(student.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(60):
+        out = objective(student, images, labels, generator=torch.Generator().manual_seed(3))
+        assert set(out["timesteps"].tolist()) <= {999, 300}
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(out["loss"].item())
+    assert losses[0] > 0 and losses[-1] < 0.3 * losses[0]
+    with pytest.raises(ValueError, match="timesteps"):
+        GuidanceDistillationObjective(teacher, 2.0, d, SemanticEncoder(12), clean, timesteps=[1000])
+
+
+def test_guidance_student_samples_its_stored_schedule_in_four_single_map_calls(tiny_teacher, tmp_path, one_thread):
+    teacher, data = tiny_teacher
+    out = distill.main(distill.parse_args(distill_args(
+        teacher, data, tmp_path / "guided", steps=2,
+        extra=["--method", "guidance", "--timesteps", "999", "600", "300", "100"])))
+    pipe = GescoPipeline.from_pretrained(str(out))
+    stored = pipe.config.semantic_config
+    assert stored["timesteps"] == [999, 600, 300, 100] and stored["guidance_scale"] == 1.0
+    assert stored["distillation"]["teacher_guidance_scale"] == 1.5
+    assert {999, 600, 300, 100} <= set(stored["distillation"]["timesteps"])
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, inputs, output: calls.append((int(inputs[1].flatten()[0]),
+                                                                                  inputs[2].shape[0])))
+    labels = torch.randint(0, 12, (2, 16, 24), generator=torch.Generator().manual_seed(0))
+    pipe(labels, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert calls == [(999, 2), (600, 2), (300, 2), (100, 2)]
+    with pytest.raises(ValueError, match="strictly descending"):
+        distill.parse_args(distill_args(teacher, data, tmp_path / "z", extra=[
+            "--method", "guidance", "--timesteps", "999", "300", "600", "100"]))
