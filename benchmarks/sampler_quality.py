@@ -21,9 +21,9 @@ The reference is the authors' sampler: 1000 ancestral DDPM steps with the learne
 The reference (1000 steps per map: minutes per map on a CPU) is cached in ``--reference-cache`` under a key of the
 model weights, maps, size, guidance, seed and step count, so later runs with other samplers reuse it.
 
-Sampler names are those of :func:`gesco_diffusers.diffusion.build_scheduler`; ``NAME+threshold`` adds the dynamic
-thresholding of Imagen / DeepFloyd IF (``thresholding=True, sample_max_value=1``: the predicted x0 is clipped to
-its 99.5th percentile of |x0|, at least 1), the multistep solvers' counterpart of DDPM's ``clip_sample``.
+Sampler names are those of :func:`gesco_diffusers.diffusion.build_scheduler`; ``NAME+clip`` clips the predicted x0
+to [-1, 1] (``X0_CLIPPING``: diffusers' ``thresholding`` with ``sample_max_value=1``, whose percentile threshold is
+clamped to 1, i.e. static clipping), the multistep solvers' counterpart of DDPM's ``clip_sample``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.sampling_cost import load_pipeline  # noqa: E402
-from gesco_diffusers.diffusion import DYNAMIC_THRESHOLDING, SAMPLERS, build_scheduler  # noqa: E402
+from gesco_diffusers.diffusion import SAMPLERS, X0_CLIPPING, build_scheduler  # noqa: E402
 from gesco_diffusers.evaluation.evaluator import EvaluationData  # noqa: E402
 from gesco_diffusers.evaluation.metrics.miou import ConfusionMatrix  # noqa: E402
 from gesco_diffusers.evaluation.metrics.segmentation_judge import SegmentationJudge, default_camvid_judge_path  # noqa: E402
@@ -53,12 +53,12 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_CACHE = REPO_ROOT / "benchmarks" / ".cache" / "sampler_quality"
 #: The default run (4 maps, these samplers at 10/25/50/100 steps) took 6 min 46 s on the 2-core CPU with the
 #: reference made, about 3 min with it read from the cache; DDIM and UniPC are one ``--samplers`` away.
-DEFAULT_SAMPLERS = ("ddpm", "sde-dpmsolver++", "dpmsolver++ +threshold")
+DEFAULT_SAMPLERS = ("ddpm", "sde-dpmsolver++", "dpmsolver++ +clip")
 
 
 #: Sampler options, written ``NAME+OPTION[+OPTION]``.
 SAMPLER_OPTIONS = {
-    "threshold": DYNAMIC_THRESHOLDING,
+    "clip": X0_CLIPPING,
     # Timesteps counted back from T - 1 (the first step starts from pure noise, as the authors' respacing does);
     # diffusers' DDPM default "leading" starts at (N - 1) * (T // N), which leaves signal in x_T at few steps.
     "trailing": dict(timestep_spacing="trailing"),
@@ -66,7 +66,7 @@ SAMPLER_OPTIONS = {
 
 
 def make_scheduler(spec: str, config) -> object:
-    """``"dpmsolver++"`` -> its scheduler; ``"dpmsolver++ +threshold"`` -> the same with dynamic thresholding."""
+    """``"dpmsolver++"`` -> its scheduler; ``"dpmsolver++ +clip"`` -> the same with x0 clipped to [-1, 1]."""
     text = spec.replace(" ", "")
     # The longest registered name the spec starts with ("sde-dpmsolver++" before "dpmsolver++"; names may end in "+").
     known = [sampler for sampler in SAMPLERS if text.startswith(sampler)]

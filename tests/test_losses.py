@@ -173,3 +173,14 @@ def test_bad_inputs_are_rejected():
         hybrid_loss(torch.zeros(2, 6, 2, 2), x, x, torch.tensor([0, 1]), x, diffusion, vlb_weight=-1)
     with pytest.raises(ValueError, match="betas"):
         GaussianDiffusion([0.1, 1.5])
+
+
+def test_x0_clipping_of_the_default_sampler_is_static_clipping_to_the_image_range():
+    """diffusers' ``thresholding`` with ``sample_max_value=1`` clamps its percentile threshold to 1: whatever the
+    spread of x0, it clips to [-1, 1] (what DDPM's ``clip_sample`` does), which is why it is not called dynamic."""
+    from gesco_diffusers.diffusion import X0_CLIPPING, default_scheduler
+
+    scheduler = default_scheduler()
+    assert all(scheduler.config[key] == value for key, value in X0_CLIPPING.items())
+    x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 3.0  # |x0| up to ~10
+    torch.testing.assert_close(scheduler._threshold_sample(x0.clone()), x0.clamp(-1.0, 1.0))

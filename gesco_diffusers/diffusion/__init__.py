@@ -1,8 +1,8 @@
 from .schedulers import (
     DEFAULT_SAMPLING_STEPS,
-    DYNAMIC_THRESHOLDING,
     PAPER_DIFFUSION_CONFIG,
     SAMPLERS,
+    X0_CLIPPING,
     build_scheduler,
     default_scheduler,
     official_ddpm_scheduler,

@@ -24,9 +24,11 @@ from diffusers import (
 PAPER_DIFFUSION_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon")
 
-#: Dynamic thresholding (Imagen / DeepFloyd IF): the predicted x0 is clipped to its 99.5th percentile of |x0|, at
-#: least 1; the multistep solvers' counterpart of DDPM's ``clip_sample``.
-DYNAMIC_THRESHOLDING = dict(thresholding=True, sample_max_value=1.0, dynamic_thresholding_ratio=0.995)
+#: x0 clipping to the image range [-1, 1], through diffusers' ``thresholding`` option. Its dynamic threshold (Imagen:
+#: the 99.5th percentile of |x0|) is clamped to ``[1, sample_max_value]`` = [1, 1], so this is static clipping, the
+#: multistep solvers' counterpart of DDPM's ``clip_sample`` (the authors' ``clip_denoised=True``), not Imagen's dynamic
+#: thresholding.
+X0_CLIPPING = dict(thresholding=True, sample_max_value=1.0, dynamic_thresholding_ratio=0.995)
 
 #: Steps of the default sampler (``GescoPipeline.__call__``, ``gesco transmit``), chosen with
 #: ``benchmarks/sampler_quality.py`` (see :func:`default_scheduler`).
@@ -43,7 +45,7 @@ def official_ddpm_scheduler(**overrides) -> DDPMScheduler:
 
 def default_scheduler(config: Union[dict, None] = None, **overrides) -> DPMSolverMultistepScheduler:
     """The package's default sampler: SDE-DPM-Solver++(2M) (Lu et al. 2022, stochastic second-order, noise
-    re-injected at every step) with dynamic thresholding of the predicted x0, run for ``DEFAULT_SAMPLING_STEPS`` (40)
+    re-injected at every step) with the predicted x0 clipped to [-1, 1], run for ``DEFAULT_SAMPLING_STEPS`` (40)
     steps, on the noise schedule of ``config`` (default: the paper's).
 
     Chosen with ``benchmarks/sampler_quality.py`` on the CamVid demo model (31 val maps, judge mIoU against the
@@ -62,7 +64,7 @@ def build_scheduler(name: str, config: Union[dict, None] = None, **overrides):
     ``ddpm`` and ``dpmsolver++`` use the learned-range variance; ``ddim``, ``unipc`` and ``euler`` use the epsilon
     channels only (the pipeline splits the variance channels off for them). ``sde-dpmsolver++`` is the stochastic
     second-order DPM-Solver++ (2M SDE, Lu et al. 2022): it re-injects noise at every step like the ancestral sampler,
-    and clips its x0 predictions by dynamic thresholding (``DYNAMIC_THRESHOLDING``; it is the package default,
+    and clips its x0 predictions to [-1, 1] (``X0_CLIPPING``; it is the package default,
     :func:`default_scheduler`).
     """
     base = {**PAPER_DIFFUSION_CONFIG, **{k: v for k, v in (config or {}).items() if k in PAPER_DIFFUSION_CONFIG}}
@@ -71,7 +73,7 @@ def build_scheduler(name: str, config: Union[dict, None] = None, **overrides):
         return DDPMScheduler(**{**base, "variance_type": "learned_range", "clip_sample": True, **overrides})
     if key in ("dpmsolver++", "dpm-solver++", "dpmsolver", "sde-dpmsolver++"):
         if key.startswith("sde"):
-            algorithm = dict(algorithm_type="sde-dpmsolver++", **DYNAMIC_THRESHOLDING)
+            algorithm = dict(algorithm_type="sde-dpmsolver++", **X0_CLIPPING)
         else:
             algorithm = dict(algorithm_type="dpmsolver++")
         return DPMSolverMultistepScheduler(**{**base, **algorithm, "solver_order": 2, "variance_type": "learned_range",
