@@ -207,6 +207,8 @@ def test_qam_blocks_reject_bad_input():
     for no in (-1.0, float("nan"), torch.tensor([0.1, -0.1, 0.1, 0.1])):
         with pytest.raises(ValueError, match="no \\(the noise variance\\)"):
             QAMDemodulator(16, soft=True)(y, no)
+    with pytest.raises(ValueError, match=r"no of shape \(3,\) does not broadcast to the symbols' shape \(4,\)"):
+        QAMDemodulator(16, soft=True)(y, torch.ones(3))
     with pytest.raises(TypeError, match="complex"):
         QAMDemodulator(16)(torch.ones(4))
 

@@ -395,7 +395,12 @@ class QAMDemodulator(nn.Module):
         no = torch.as_tensor(no, dtype=real_dtype, device=symbols.device)
         if bool(torch.isnan(no).any()) or bool((no < 0).any()):
             raise ValueError("no (the noise variance) must be >= 0 and not NaN")
-        denominator = (self.scale ** 2) * torch.broadcast_to(no, symbols.shape).unsqueeze(-1)
+        try:
+            no = torch.broadcast_to(no, symbols.shape)
+        except RuntimeError:
+            raise ValueError(f"no of shape {tuple(no.shape)} does not broadcast to the symbols' shape "
+                             f"{tuple(symbols.shape)}") from None
+        denominator = (self.scale ** 2) * no.unsqueeze(-1)
         llrs = torch.where(metrics == 0, torch.zeros_like(metrics), metrics / denominator)
         return llrs.reshape(*symbols.shape[:-1], -1).to(torch.float32)
 
