@@ -26,11 +26,11 @@ from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
 from .presets import DatasetPreset
 from .sender.codecs import available_codecs, encode_semantic_map
+from .receiver import FDS_METHODS
 from .shipped import DEFAULT_MODEL, SHIPPED_MODELS, resolve_model, sample_maps
 from .utils.files import atomic_save, check_writable_dir
 from .visualize import colorize, make_panel
 
-FDS_METHODS = ("paper", "none")
 
 
 def load_pipeline(model: Optional[str], device: str) -> tuple[GescoPipeline, str]:

@@ -34,6 +34,13 @@ def test_transmit_writes_panel_and_prints_figures(tmp_path, capsys):
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
 
+def test_transmit_takes_every_receiver_fds_method(tmp_path, capsys):
+    """The FDS names come from the receiver (was a second list in transmit that refused 'adaptive')."""
+    assert run_transmit(tmp_path, "--psnr", "5", "--fds", "adaptive", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fds"] == "adaptive" and report["map_miou_fds"] > report["map_miou_received"]
+
+
 def test_transmit_json_noiseless_and_digital(tmp_path, capsys):
     assert run_transmit(tmp_path, "--psnr", "inf", "--fds", "none", "--json") == 0
     report = json.loads(capsys.readouterr().out)

@@ -51,6 +51,7 @@ import PIL.Image
 import torch
 
 from ..channel import CHANNEL_REGISTRY, build_channel, channel_for, resolve_psnr_convention
+from ..receiver import FDS_METHODS
 from .metrics import (
     DepthEstimator,
     DetectionMAP,
@@ -92,7 +93,7 @@ PAPER_PSNRS = (100.0, 30.0, 20.0, 15.0, 10.0, 5.0, 1.0)
 #: ``derive_seed(seed + i, CHANNEL_SEED_KEY)`` seeds the channel noise of item ``i``.
 CHANNEL_SEED_KEY = 1
 #: Every FDS arm `gesco evaluate` runs: the paper's two and the adaptive variant.
-FDS_MODES = (*PAPER_FDS_MODES, "adaptive")
+FDS_MODES = FDS_METHODS  # the receiver's methods, named in one place
 #: Default qualities of the full-image curve of Fig. 7.
 DEFAULT_IMAGE_QUALITIES = (0, 10, 20, 30, 40)
 
