@@ -327,3 +327,17 @@ def test_pipeline_accepts_fds_adaptive_by_name():
     assert torch.equal(paper.denoised, fast_denoise(maps.received, maps.transmitted))  # "paper" stays exact
     with pytest.raises(ValueError, match=r"unknown fds method 'median'; choose one of \['paper', 'adaptive', 'none'\]"):
         pipe.prepare_semantic_map(lab, fds="median")
+
+
+def test_the_estimates_leave_their_packed_input_unchanged():
+    """Steps 0-1 return new planes; the packed classes they are given are not mutated between steps."""
+    from gesco_diffusers.receiver.adaptive_fds import _normalise_and_estimate, _PackedClasses
+
+    g = torch.Generator().manual_seed(0)
+    planes = torch.rand(2, 3, 16, 16, generator=g) * 0.6  # not on the 0/1 scale: gains differ from 1
+    planes[:, :, :8] += 0.7
+    packed = _PackedClasses.pack(planes, torch.ones(2, 3, dtype=torch.bool))
+    before = packed.planes.clone(), packed.valid.clone()
+    normalised, peak, binary = _normalise_and_estimate(packed)
+    assert torch.equal(packed.planes, before[0]) and torch.equal(packed.valid, before[1])
+    assert not torch.equal(normalised.planes, packed.planes) and peak.shape == (2,) and not binary.any()

@@ -1,109 +1,33 @@
 """Adaptive FDS: a blind, parameter-free denoiser of received semantic maps that never hurts (issue #9).
 
-The paper's FDS (Eq. 1, :mod:`.fds`) applies the same AvgPool3 -> MaxPool3 to every map. It is a clear win on a bad
-channel but a loss on a good one, because the 3x3 max pool dilates every class and erases thin objects: on CamVid
-val the map mIoU drops from 1.000 to 0.926 on a noiseless channel. This module adapts the amount of smoothing to
-the received map itself, without being told the channel.
+The paper's FDS (Eq. 1, :mod:`.fds`) applies the same AvgPool3 -> MaxPool3 to every map: a win on a bad channel, a
+loss on a good one (its 3x3 max pool dilates every class and erases thin objects). This module adapts the amount of
+smoothing to the received map itself, without being told the channel. Per sample, on the transmitted class channels:
 
-Method (all steps per sample, batched, no trainable parameter; only the transmitted class channels are processed):
+0. **Blind gain**: each class plane is divided by its "1" level, the plane's mean over its interior pixels (those
+   whose 5x5 neighbourhood carries one label); it is 1 on AWGN, shot noise and equalised fading, and puts each plane
+   back on the 0/1 scale under fading without equalisation. Hard-decision maps are left as they are.
+1. **Blind noise level**: analog maps, from differences of adjacent interior pixels (a trimmed, Gaussian-consistent
+   mean absolute deviation: the peak noise of Eq. 15); hard-decision maps (every value 0 or 1, e.g. the digital
+   link), from the fraction of pixels whose transmitted channels do not hold exactly one 1, solved for the bit-flip
+   rate ``p`` and used as the level with the same log-likelihood ratio, ``1 / (2 sigma^2) = log((1 - p) / p)``.
+   Per channel ``sigma_c = max(plane MAD_c, sigma_hat, 1e-3)``.
+2. **Calibrated evidence**: ``U_c = (y_c - 1/2) / sigma_c^2``, the log-likelihood ratio of class ``c`` against no
+   class; absent classes get ``-inf``.
+3. **Potts prior, mean field**: ``T = 15`` parallel updates ``Q <- softmax_c(U_c + beta sum_{4 neighbours} Q_c)``,
+   ``beta = 2``. Where the evidence margin exceeds ``4 beta`` the decision is the plain argmax whatever the
+   neighbours, so on a clean channel (``sigma <= 0.35``) the output is exactly the argmax of the received map.
+4. **Re-projection**: a hard one-hot map over the transmitted classes (the kind of map the model is trained on); an
+   instance-edge channel is denoised on its own with the labels {no edge, edge} and its own plane MAD as level.
 
-0. **Blind gain.** Each pixel is labelled by the argmax of a 5x5 box average of the transmitted class channels;
-   pixels whose 5x5 neighbourhood carries one label are "interior". The "1" level of each class plane is the mean
-   of the plane over its own interior pixels (when there are at least 25); for a thin or small class without
-   them, the mean over the pixels where it is the plain argmax (at least 5), which selection biases up, so it
-   may only lower the default 1; the plane is divided by the level (at least 0.05). On AWGN, shot noise and
-   equalised fading the level is 1 within a few %, and nothing changes; without equalisation (``y = |h| x + n``,
-   one gain per plane) it puts every plane back on the 0/1 scale of steps 1-4. Hard-decision maps (1b) are left
-   as they are.
-1. **Blind noise level.** The sender's values are 0 or 1 and the maps are piecewise constant.
-
-   a. *Analog maps.* Inside a region, the difference of horizontally adjacent pixels on the region's own channel,
-      ``d = (y[p] - y[p + 1]) / sqrt(2)``, is pure noise of the "1" elements, i.e. of the *peak* noise of Eq. 15.
-      The interior pairs of step 0 are used. The estimate is Gaussian-consistent and robust:
-      ``sigma_hat = sqrt(pi / 2) * mean |d|`` over the interior pairs with ``|d| <= 4 * MAD(d) / 0.6745`` (a
-      trimmed mean absolute deviation: the plain MAD is quantised for Poisson counts, +18 % at 5 dB; the mean is
-      not). On the "1" elements AWGN, shot noise and their mixture all have the peak variance of Eq. 15, so one
-      estimator serves them all. Per map, on 24 CamVid val maps: within 2.5 % of ``sigma = 10^(-PSNR/20)`` for
-      AWGN and the mixture from 100 dB (1e-5) to 1 dB (0.89); for shot noise within 2 % down to 10 dB, -3 % at
-      5 dB and -7 % at 1 dB (1.26 photons: the count distribution is far from Gaussian). Below 1 dB the labelling
-      picks the locally largest channel and the gain of step 0 comes out high, so the estimate drifts low (AWGN
-      -17 % at -3 dB). Under Rayleigh fading each plane has its own level ``sigma / |h|``; ``sigma_hat`` is then a
-      typical plane's. Regions thinner than the 5x5 labelling window (1-pixel lines) look like interior jumps and
-      bias ``sigma_hat`` up by about their share of the pixels.
-   b. *Hard-decision maps* (every transmitted value exactly 0 or 1, e.g. the digital link of Sec. IV-C, or a
-      noiseless channel): the noise is bit flips. A pixel's transmitted class channels then hold a count of 1s
-      other than one with probability ``f(p) = 1 - (1 - p)^T - (T - 1) p^2 (1 - p)^(T - 2)`` (``T`` classes, flip
-      rate ``p``); ``p`` solves ``f(p) = `` the observed fraction (bisection). It matches the link's bit error
-      rate within 1 % at BER 0.0025-0.146 (24 CamVid maps), is exactly 0 on a noiseless map, and is used as the
-      Gaussian level with the same log-likelihood ratio, ``1 / (2 sigma^2) = log((1 - p) / p)``.
-
-   Per channel, ``sigma_c = max(plane MAD_c, sigma_hat, 1e-3)``: the MAD of ``d`` over the whole plane of channel
-   ``c`` catches a deeply faded, equalised (hence very noisy) plane under Rayleigh fading; ``sigma_hat`` is the
-   floor because a sparse class plane is mostly zeros, which shot noise leaves noiseless (its plane MAD is 0);
-   1e-3 keeps ``1 / sigma^2`` finite. A hard-decision map uses its flip level for every channel.
-2. **Calibrated evidence.** With Gaussian noise of level ``sigma_c`` on a one-hot map, the log-likelihood ratio of
-   "the pixel is class ``c``" (channel ``c`` is 1, the others 0) against "no class" is
-   ``U_c = (y_c - 1/2) / sigma_c^2``; absent classes get ``-inf`` (the side information says they are not there).
-3. **Potts prior, mean field.** Labels are spatially coherent. A 4-neighbour Potts prior of strength ``beta = 2``
-   (nats per agreeing neighbour) is combined with ``U`` by ``T = 15`` parallel mean-field updates
-   ``Q <- softmax_c(U_c + beta * sum_{4 neighbours} Q_c)``, started at ``softmax(U)``. The evidence is scaled by
-   the estimated noise, so the prior smooths a noisy map strongly and leaves a clean one alone: where the evidence
-   margin ``U_top1 - U_top2`` exceeds ``4 * beta`` (the largest swing the prior can add), the decision is the plain
-   argmax *whatever the neighbours*. On a clean channel (``sigma <= 0.35``, margin ``1 / sigma^2 > 8``; 20 dB
-   gives 100) the output is exactly the argmax of the received map among the transmitted classes: the adaptive
-   FDS provably never hurts there. 4 neighbours rather than 8 because a 1-pixel-wide straight line then has as
-   many agreeing as disagreeing neighbours and is not erased.
-4. **Re-projection.** The output is a hard one-hot map over the transmitted classes (argmax of ``Q`` among them,
-   exact 0/1, absent channels exact zeros), i.e. a map of the kind the model sees at training time. An
-   instance-edge channel (last, when ``num_classes`` says there is one) is not a class: it is denoised on its own
-   by the same rule with the two labels {no edge, edge} (``U = (y_e - 1/2) / sigma_e^2`` against 0) and comes
-   out 0/1. Its level ``sigma_e`` is its own plane MAD, *not* floored by ``sigma_hat``: the edge plane is 95 %
-   zeros, and the noise of the zeros is what decides whether a thin edge is real. Under shot noise (noiseless
-   zeros) this is the raw threshold ``y > 1/2``, which keeps 72 % of the edges at 1 dB where the peak level
-   would let the prior erase the 2-pixel-wide lines (edge IoU 0.34); 4 COCO-Stuff maps, edge IoU of ours / the
-   paper's FDS (then rounded, as the pipeline does for label-index models): AWGN 10 dB 0.95 / 0.49, 1 dB
-   0.43 / 0.15; Poisson 1 dB 0.72 / 0.46; mixture 1 dB 0.54 / 0.30; Rayleigh 10 dB 0.64 / 0.19; noiseless 1.0 / 0.50.
-
-Why these choices (measured with ``benchmarks/fds_sweep.py``, CamVid val, map mIoU of the argmax vs the clean
-labels, unlabelled id ignored; 24 maps unless said):
-
-* fixed box averages then argmax cannot beat the paper everywhere: a 3x3 box costs 0.05 mIoU on a clean map
-  (0.947) and a 5x5 one 0.13 (0.874), while the mixture channel at 1 dB needs more than a 3x3 (box3 0.805, box5
-  0.848, paper 0.868);
-* picking, per pixel, the smallest box whose decision is confident (Lepski-style) falls back to big boxes at every
-  class border and loses at 5 dB AWGN (0.877 vs paper 0.894);
-* the Potts mean field beats the paper at every PSNR and channel; 4 neighbours beat 8 (AWGN 1 dB: 0.887 vs 0.875
-  at equal total strength, 16 maps); ``beta`` in {1.5, 2, 3} and ``T`` in {5, 10, 20} were swept (16 maps):
-  ``beta = 1.5`` is too weak at 1 dB (AWGN 0.876, Rayleigh 0.629), ``beta = 3`` over-smooths shot noise (0.921 vs
-  0.937), ``beta = 2`` with 10-20 updates is best or within 0.01 of best everywhere;
-* the per-channel level is what rescues Rayleigh fading: at 15 dB plain argmax after a 3x3 box gives 0.794,
-  noise-weighted 0.915, the mean field 0.995 (paper 0.657);
-* the flip-rate branch: with the analog estimator a hard-decision map looks clean (``|d|`` is 0 or 0.71, the MAD
-  0), nothing is smoothed and the digital link at Eb/N0 = 0 dB gives 0.61-0.62 (paper 0.87-0.89); with it 0.93-0.97;
-* the gain of step 0: fading without equalisation at 10 dB 0.699 without it, 0.928 with it (paper 0.728), at
-  20 dB 0.859 -> 0.999; with equalisation at 1 dB 0.541 -> 0.650 (deeply faded planes); AWGN, shot noise and the
-  mixture change by at most 0.001. Region means alone leave thin classes at gain 1, which costs a synthetic map
-  with a thin class of gain 0.4 0.10 mIoU (0.898 vs 0.994 at sigma = 0.1); letting the plain-argmax mean also
-  raise a gain costs 0.04 at 1 dB AWGN (winner's curse), hence "only lower".
-
-Full CamVid val (101 maps; ``python -m gesco_diffusers.experiments.map_level --dataset camvid``, column
-``miou_adaptive_fds``): at least the paper's FDS in every row, i.e. at every PSNR in {100, 30, 20, 15, 10, 5, 1} dB
-on AWGN, Poisson, mixture, Rayleigh with and without equalisation, and at every Eb/N0 of the three digital links
-(smallest margin 0.043: mixture at 1 dB, 0.912 vs 0.869; largest 0.49: equalised Rayleigh at 5 dB, 0.836 vs
-0.342); exactly 1.000 on every noiseless channel (paper 0.81-0.93). AWGN at 30 / 15 / 10 / 5 / 1 dB: 1.000 /
-1.000 / 0.992 / 0.953 / 0.891 against the paper's 0.926 / 0.923 / 0.915 / 0.896 / 0.806 and no FDS's 1.000 /
-0.998 / 0.700 / 0.295 / 0.156. The one place below no FDS: Poisson at 10 dB, 0.9993 vs 0.9999.
-
-Cost: a gain and noise estimate (a 5x5 box average, two 5x5 max pools, two medians, a few masked means) plus,
-only for samples with an undecided pixel, 15 updates of a softmax over the transmitted classes and four shifted
-adds. On one CPU thread of a shared machine, 12 CamVid maps (180x240): about 0.7 s on a clean channel and 1.5-2 s
-on a noisy one, against 0.1-0.2 s for the paper's FDS; small next to a single U-Net evaluation.
+The measurements behind each choice (sweeps of ``benchmarks/fds_sweep.py``, the full CamVid tables of
+``gesco map-level``, accuracy of the noise estimates, cost) are in ``benchmarks/README.md``, "Adaptive FDS".
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -230,7 +154,7 @@ def estimate_noise_sigma(
         ``sigma = (2 log((1 - p) / p))^(-1/2)``.
     """
     mask, k, _ = _split(received, transmitted, num_classes)
-    return _normalise_and_estimate(_PackedClasses.pack(received[:, :k].float(), mask[:, :k]))[0]
+    return _normalise_and_estimate(_PackedClasses.pack(received[:, :k].float(), mask[:, :k]))[1]
 
 
 def _interior_labels(packed: _PackedClasses) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,19 +227,19 @@ def _flip_probability(packed: _PackedClasses) -> torch.Tensor:
     return torch.where(r > 0, high, torch.zeros_like(r))
 
 
-def _normalise_and_estimate(packed: _PackedClasses) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 0-1: divide each analog plane by its gain, in place; return ``(peak level (B,) float32, hard-decision
-    flag (B,) bool)``."""
+def _normalise_and_estimate(packed: _PackedClasses) -> tuple[_PackedClasses, torch.Tensor, torch.Tensor]:
+    """Steps 0-1: ``(the planes divided by their gains, peak level (B,) float32, hard-decision flag (B,) bool)``;
+    ``packed`` itself is left as it is."""
     binary = (((packed.planes == 0) | (packed.planes == 1)) | ~packed.valid[:, :, None, None]).flatten(1).all(1)
     labels, interior = _interior_labels(packed)
     # A hard-decision map is already on the 0/1 scale (and a rescaled one would no longer be 0/1).
     gains = torch.where(binary[:, None], 1.0, _plane_gains(packed, labels, interior))
-    packed.planes /= gains[:, :, None, None]
+    packed = replace(packed, planes=packed.planes / gains[:, :, None, None])
     # Gaussian level with the same per-channel log-likelihood ratio as a flip rate p: 1 / (2 s^2) = log((1 - p) / p).
     p = _flip_probability(packed).clamp_max(_MAX_FLIP)
     flip_sigma = torch.where(p > 0, (0.5 / torch.log((1 - p) / p.clamp_min(1e-300))).sqrt(), torch.zeros_like(p))
     peak = torch.where(binary, flip_sigma.float(), _gaussian_peak_sigma(packed, labels, interior))
-    return peak, binary
+    return packed, peak, binary
 
 
 def _plane_sigma(planes: torch.Tensor) -> torch.Tensor:
@@ -349,8 +273,7 @@ def estimate_channel_sigma(
     """
     mask, k, has_edge = _split(received, transmitted, num_classes)
     y = received.float()
-    packed = _PackedClasses.pack(y[:, :k], mask[:, :k])
-    peak, binary = _normalise_and_estimate(packed)
+    packed, peak, binary = _normalise_and_estimate(_PackedClasses.pack(y[:, :k], mask[:, :k]))
     sigma = torch.full(mask.shape, SIGMA_FLOOR, device=y.device)
     sigma[:, :k].scatter_(1, packed.index, torch.where(packed.valid, _class_sigma(packed, peak, binary), SIGMA_FLOOR))
     if has_edge:
@@ -435,13 +358,13 @@ def adaptive_fast_denoise(
     mask, k, has_edge = _split(received, transmitted, num_classes)
     _check_potts(beta, iterations, neighbours)
     y = received.float()
-    packed = _PackedClasses.pack(y[:, :k], mask[:, :k])
-    peak, binary = _normalise_and_estimate(packed)
+    packed, peak, binary = _normalise_and_estimate(_PackedClasses.pack(y[:, :k], mask[:, :k]))
     evidence = (packed.planes - 0.5) / _class_sigma(packed, peak, binary)[:, :, None, None].square()
     # A sample without any transmitted class has nothing to decide: its (padding) slot 0 stands in, and the final
     # mask zeroes it (its index is an absent channel).
-    packed.valid[:, 0] = True
-    slots = potts_mean_field(packed.masked(evidence), beta, iterations, neighbours)
+    valid = packed.valid.clone()
+    valid[:, 0] = True
+    slots = potts_mean_field(replace(packed, valid=valid).masked(evidence), beta, iterations, neighbours)
     ids = packed.index.gather(1, slots.flatten(1)).view_as(slots)
     out = torch.zeros_like(received).scatter_(1, ids[:, None], 1.0)
     if has_edge:
