@@ -89,8 +89,10 @@ def tiny_pipelines(device: str) -> tuple[GescoPipeline, GescoPipeline]:
 def one_call_baseline(teacher: GescoPipeline, student: GescoPipeline) -> GescoPipeline:
     """The teacher sampled by the student's sampler for one step: its guided x0 prediction at ``t = T - 1`` from pure
     noise (LCM: ``c_skip`` is 2.5e-9 there; SDE-DPM-Solver++: a first-order step to ``t = 0``)."""
-    return GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
+    pipe = GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
                          semantic_config=dict(teacher.config.semantic_config))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def generate(pipe: GescoPipeline, cond: torch.Tensor, seeds: list[int], batch_size: int, **kwargs) -> torch.Tensor:
