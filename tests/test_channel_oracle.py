@@ -190,7 +190,8 @@ def test_ofdm_multipath_and_zf_are_sionnas_on_the_same_bits(order):
     n0 = ebn0_to_n0(8.0, 1.0, k)
     noisy = ComplexAWGN()(received, n0, seeded(4))
     ours_grid = OFDMDemodulator(num_subcarriers, cp_length)(noisy)
-    theirs_grid = SionnaOFDMDemodulator(num_subcarriers, 0, cp_length, device=CPU)(noisy[:, None, :]).reshape(frames, -1)
+    sionna_demodulator = SionnaOFDMDemodulator(num_subcarriers, 0, cp_length, device=CPU)  # l_min = 0: causal taps
+    theirs_grid = sionna_demodulator(noisy[:, None, :]).reshape(frames, -1)
     assert torch.allclose(torch.fft.fftshift(ours_grid, dim=-1), theirs_grid, atol=1e-5)
     ours_hat = ZeroForcingEqualizer()(ours_grid, response)
     s = torch.full((frames, num_subcarriers, 1, 1), n0, dtype=torch.complex64)

@@ -490,7 +490,8 @@ def test_gesco_transmit_digital_with_qam_and_rician(tmp_path, capsys):
     # Bad values: one line, before the model loads.
     for extra, message in ((["--rician-k", "-1"], "--rician-k must be >= 0"),
                            (["--rician-k", "nan"], "--rician-k must be >= 0"),
-                           (["--channel", "awgn", "--modulation", "16qam"], "--modulation applies to --channel digital")):
+                           (["--channel", "awgn", "--modulation", "16qam"],
+                            "--modulation applies to --channel digital")):
         assert main([*common, *extra, "--output", str(tmp_path / "d")]) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1

@@ -267,7 +267,8 @@ class QPSKDemodulator(nn.Module):
 
 def _gray_pam_level(bits: Sequence[int]) -> int:
     """Gray PAM level of the bits ``(c_0, .., c_{m-1})``, the recursion of 3GPP TS 38.211 Sec. 5.1:
-    ``(1 - 2 c_0) (2^(m-1) - level(c_1, .., c_{m-1}))``, ``level(c) = 1 - 2 c`` for one bit; values ``+-1, .., +-(2^m - 1)``.
+    ``(1 - 2 c_0) (2^(m-1) - level(c_1, .., c_{m-1}))``, ``level(c) = 1 - 2 c`` for one bit; values
+    ``+-1, .., +-(2^m - 1)``.
     """
     if len(bits) == 1:
         return 1 - 2 * bits[0]
