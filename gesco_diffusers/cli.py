@@ -12,6 +12,16 @@ import sys
 from typing import Callable, Optional, Sequence
 
 
+#: One line per subcommand, for ``gesco --help``.
+HELP = {
+    "transmit": "send a label map over a channel and regenerate the image",
+    "convert": "convert an official GESCO/SDM checkpoint to a GescoPipeline folder",
+    "publish": "upload a GescoPipeline folder with its model card to the Hub",
+    "map-level": "map mIoU with and without FDS over channels (no model needed)",
+    "evaluate": "generate and score images over channel conditions (Tables I-VIII)",
+}
+
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage + message; keep it to one line
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -20,7 +30,7 @@ class _OneLineParser(argparse.ArgumentParser):
 def _transmit(sub) -> Callable:
     from . import transmit
 
-    parser = sub.add_parser("transmit", help="send a label map over a channel and regenerate the image")
+    parser = sub.add_parser("transmit", help=HELP["transmit"])
     transmit.add_arguments(parser)
     return transmit.run
 
@@ -28,7 +38,7 @@ def _transmit(sub) -> Callable:
 def _convert(sub) -> Callable:
     from .convert import cli
 
-    parser = sub.add_parser("convert", help="convert an official GESCO/SDM checkpoint to a GescoPipeline folder")
+    parser = sub.add_parser("convert", help=HELP["convert"])
     cli.build_parser(parser)
     return cli.run
 
@@ -36,7 +46,7 @@ def _convert(sub) -> Callable:
 def _publish(sub) -> Callable:
     from . import hub
 
-    parser = sub.add_parser("publish", help="upload a GescoPipeline folder with its model card to the Hub")
+    parser = sub.add_parser("publish", help=HELP["publish"])
     hub.build_parser(parser)
     return hub.run
 
@@ -46,7 +56,7 @@ def _map_level(sub) -> Callable:
 
     # The experiment's own arguments on the subparser (an argparse.REMAINDER positional never saw leading options:
     # `gesco map-level --dataset camvid` was rejected).
-    parser = sub.add_parser("map-level", help="map mIoU with and without FDS over channels (no model needed)")
+    parser = sub.add_parser("map-level", help=HELP["map-level"])
     map_level.build_parser(parser)
 
     def run(args):
@@ -60,7 +70,7 @@ def _evaluate(sub) -> Callable:
     # (the package exports the function `evaluate`, which hides the module of the same name: import from the module)
     from .evaluation.evaluator import build_parser, run
 
-    parser = sub.add_parser("evaluate", help="generate and score images over channel conditions (Tables I-VIII)")
+    parser = sub.add_parser("evaluate", help=HELP["evaluate"])
     build_parser(parser)
     return run
 
@@ -69,17 +79,26 @@ SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, 
                "evaluate": _evaluate}
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser(command: Optional[str] = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The ``gesco`` parser. Only ``command``'s subparser gets its arguments (which imports its implementation, and
+    so torch); the others are listed by name and help, so ``gesco --help`` imports nothing heavy."""
     parser = _OneLineParser(prog="gesco", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    runners = {name: make(sub) for name, make in SUBCOMMANDS.items()}
+    runners = {}
+    for name, make in SUBCOMMANDS.items():
+        if name == command:
+            runners[name] = make(sub)
+        else:
+            sub.add_parser(name, help=HELP[name], add_help=False)
     return parser, runners
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one ``gesco`` command; return its exit status: 0, 1 (an error, reported in one line on stderr), 2 (a usage
     error) or 130 (interrupted, e.g. Ctrl-C)."""
-    parser, runners = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    parser, runners = build_parser(command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # usage errors (one line, see _OneLineParser) and --help

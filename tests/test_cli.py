@@ -269,3 +269,22 @@ def test_ctrl_c_in_publish_and_map_level_exits_130(tmp_path, capsys, monkeypatch
     assert main(["map-level", "--quick", "--data-root", str(DATA_ROOT), "--out", str(tmp_path / "ml")]) == 130
     assert one_line_error(capsys) == "gesco map-level: interrupted"
     assert not (tmp_path / "ml" / "camvid" / "results.json").exists()
+
+
+def test_gesco_help_imports_no_torch():
+    """`gesco --help` lists the subcommands without importing their implementations (torch, diffusers)."""
+    code = ("import sys; from gesco_diffusers.cli import main; rc = main(['--help']); "
+            "print('RC', rc, sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RC 0 []" in result.stdout
+    for name in ("transmit", "convert", "publish", "map-level", "evaluate"):
+        assert name in result.stdout
+
+
+def test_channel_receiver_and_sender_import_without_diffusers():
+    code = ("import sys, gesco_diffusers.channel, gesco_diffusers.receiver, gesco_diffusers.sender; "
+            "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
