@@ -41,6 +41,7 @@ import json
 import math
 import os
 import sys
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +67,7 @@ from .metrics import (
     load_fid_inception,
 )
 from ..utils.files import atomic_write_text
+from .distributed import Processes
 from .reports import PAPER_FDS_MODES, EvaluationReport, RunRecord, write_report
 
 if TYPE_CHECKING:  # imported where used: the pipeline stack is heavy and gesco_diffusers.transmit imports us
@@ -432,21 +434,43 @@ def _atomic_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _claim_folder(folder: Path, settings: dict) -> None:
-    """Create ``folder`` with its ``settings.json``, or check that an existing one was made with ``settings``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _check_folder(folder: Path, settings: dict) -> bool:
+    """Check that an existing ``folder`` was made with ``settings`` (read only); return whether its ``settings.json``
+    is still to be written."""
     path = folder / "settings.json"
     canonical = json.loads(json.dumps(settings, sort_keys=True))
-    if path.is_file():
+    if not path.is_file():
+        return True
+    try:
         stored = json.loads(path.read_text())
-        if stored != canonical:
-            changed = sorted(k for k in set(stored) | set(canonical) if stored.get(k) != canonical.get(k))
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); write to another --out or delete that folder") from None
+    if stored != canonical:
+        changed = sorted(k for k in set(stored) | set(canonical) if stored.get(k) != canonical.get(k))
+        if "model" in changed:
             raise ValueError(
-                f"{folder} holds images made with other settings (differences: {changed}); write to another --out "
-                "or delete that folder"
+                f"{folder} holds images of another model (fingerprint {stored.get('model')}, this model "
+                f"{canonical.get('model')}); write to another --out or delete that folder"
             )
-        return
-    _atomic_json(path, canonical)
+        raise ValueError(
+            f"{folder} holds images made with other settings (differences: {changed}); write to another --out "
+            "or delete that folder"
+        )
+    return False
+
+
+def _claim_folder(folder: Path, settings: dict) -> None:
+    """Create ``folder`` with its ``settings.json``, or check that an existing one was made with ``settings``."""
+    if _check_folder(folder, settings):
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_json(folder / "settings.json", json.loads(json.dumps(settings, sort_keys=True)))
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Hidden temporaries a killed writer left (``.<stem>.png.<random>.tmp.png``, see ``utils.files``); called by the
+    main process while it holds the output folder's lock, so no writer of this launch is running yet."""
+    for path in folder.glob(".*.tmp.png"):
+        path.unlink(missing_ok=True)
 
 
 def model_fingerprint(pipe: "GescoPipeline") -> str:
@@ -493,32 +517,43 @@ class KPISuite:
         """The label maps in the judge's id space, ``(B, H, W)``."""
         return self.judge.map_labels(torch.stack([item.labels for item in items]))
 
-    def reference_pass(self, data: EvaluationData, indices: Sequence[int], batch_size: int) -> dict[str, float]:
+    def reference_pass(self, data: EvaluationData, indices: Sequence[int], batch_size: int,
+                       processes: Optional[Processes] = None) -> dict[str, float]:
         """One pass over the real photos: the FID statistics of the real set and the judge's ceiling (its mIoU on
-        the real photos against the labels)."""
+        the real photos against the labels). With several processes each scores its batches and the counts and
+        float64 feature sums are added across processes."""
+        processes = processes or _single_process()
         matrix = self.judge.new_confusion_matrix() if self.judge is not None else None
         for metric in self.frechet_metrics.values():
             metric.reset()  # a suite may serve several evaluations
-        for items in data.batches(indices, batch_size):
+        for _, batch in processes.shard(_global_batches(indices, batch_size)):
+            items = [data.item(i) for i in batch]
             photos = _photos(items)
             for metric in self.frechet_metrics.values():
                 metric.update(photos, real=True)
             if matrix is not None:
                 matrix.update(self.judge.predict(photos), self._judge_targets(items))
+        for metric in self.frechet_metrics.values():
+            metric.real = _merged_statistics(processes, metric.real)
         if matrix is None:
             return {}
-        result = matrix.compute()
+        result = _merged_matrix(processes, matrix).compute()
         return {"miou": result.miou, "pixel_accuracy": result.pixel_accuracy}
 
     def score(self, folder: Path, data: EvaluationData, indices: Sequence[int], batch_size: int,
-              downstream: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """KPIs of the images in ``folder`` and the per-image values."""
+              downstream: bool, processes: Optional[Processes] = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """KPIs of the images in ``folder`` and the per-image values (in the order of ``indices``). With several
+        processes each scores its batches (the same batches as one process would); per-image values are gathered
+        exactly, confusion counts and float64 feature sums are added across processes."""
+        processes = processes or _single_process()
         matrix = self.judge.new_confusion_matrix() if self.judge is not None else None
-        detection = DetectionMAP() if downstream and self.detector is not None else None
+        use_detection = downstream and self.detector is not None
+        detections: list[tuple[int, list, list]] = []
         use_depth = downstream and self.depth is not None
         generated_stats = {key: FeatureStatistics() for key in self.frechet_metrics}
-        per_image: list[dict[str, Any]] = []
-        for items in data.batches(indices, batch_size):
+        per_image: list[tuple[int, dict[str, Any]]] = []
+        for number, batch in processes.shard(_global_batches(indices, batch_size)):
+            items = [data.item(i) for i in batch]
             images, photos = _load_images(folder, items), _photos(items)
             rows = [{"stem": item.stem} for item in items]
             if matrix is not None:
@@ -531,13 +566,24 @@ class KPISuite:
                     row["lpips"] = value
             for key, metric in self.frechet_metrics.items():
                 generated_stats[key].update(metric.features(images))
-            if detection is not None:
-                self.detector.update(detection, images, photos)
+            if use_detection:
+                part = self.detector.update(DetectionMAP(), images, photos)
+                detections.append((number, part._predictions, part._references))
             if use_depth:
                 reference = self.depth.predict(photos, output_size=tuple(images.shape[-2:]))
                 for row, value in zip(rows, depth_rmse(self.depth.predict(images), reference).tolist()):
                     row["depth_rmse"] = value
-            per_image += rows
+            per_image += [(item.index, row) for item, row in zip(items, rows)]
+        position = {index: k for k, index in enumerate(indices)}
+        per_image = [row for _, row in sorted(processes.gather(per_image), key=lambda pair: position[pair[0]])]
+        if matrix is not None:
+            matrix = _merged_matrix(processes, matrix)
+        generated_stats = {key: _merged_statistics(processes, stats) for key, stats in generated_stats.items()}
+        detection = None
+        if use_detection:
+            detection = DetectionMAP()
+            for _, predictions, references in sorted(processes.gather(detections), key=lambda part: part[0]):
+                detection.update(predictions, references)
         kpis: dict[str, float] = {}
         for key in ("lpips", "depth_rmse"):
             values = [row[key] for row in per_image if key in row]
@@ -555,6 +601,54 @@ class KPISuite:
             result = detection.compute()
             kpis.update(map=result.map, map50=result.map50)
         return kpis, per_image
+
+
+def _single_process() -> "Processes":
+    """A stand-in for :class:`Processes` when a caller scores without a launch (one process, no Accelerate state)."""
+    return _SingleProcess()
+
+
+class _SingleProcess:
+    num_processes, process_index, is_main = 1, 0, True
+
+    def shard(self, work):
+        return list(work)
+
+    def gather(self, objects):
+        return list(objects)
+
+    def broadcast(self, value):
+        return value
+
+    def check(self, error):
+        if error is not None:
+            raise error
+
+    def wait(self):
+        pass
+
+
+def _global_batches(indices: Sequence[int], batch_size: int) -> list[tuple[int, list[int]]]:
+    """``indices`` cut into numbered batches: the same batches whatever the number of processes."""
+    indices = list(indices)
+    return list(enumerate(indices[start : start + batch_size] for start in range(0, len(indices), batch_size)))
+
+
+def _merged_matrix(processes: "Processes", matrix):
+    """The confusion counts of every process added (integers: exact)."""
+    parts = processes.gather([matrix._counts.cpu()])
+    merged = matrix.__class__(matrix.num_classes, matrix.ignore_ids)
+    for counts in parts:
+        merged._counts += counts
+    return merged
+
+
+def _merged_statistics(processes: "Processes", stats: FeatureStatistics) -> FeatureStatistics:
+    """The float64 feature sums of every process added in rank order (never an average of per-process figures)."""
+    merged = FeatureStatistics()
+    for part in processes.gather([stats]):
+        merged.merge(part)
+    return merged
 
 
 def check_judge_labels(judge: SegmentationJudge, num_classes: int, dataset: str) -> None:
@@ -758,37 +852,73 @@ class ImageSources:
 
 
 def generate_images(runs: Sequence[Run], sources: ImageSources, data: EvaluationData, out: Path, batch_size: int,
-                    log: Logger) -> dict[str, int]:
-    """Write the missing images of every run; return how many each run made now."""
-    generated: dict[str, int] = {}
-    for number, run_spec in enumerate(runs, 1):
-        make, settings = sources(run_spec)
-        folder = out / "images" / run_spec.name
-        _claim_folder(folder, settings)
-        missing = [i for i in range(len(data)) if not (folder / f"{data.stems[i]}.png").is_file()]
-        log(f"[{number}/{len(runs)}] {run_spec.name}: {len(data) - len(missing)} done, {len(missing)} to make")
-        for items in data.batches(missing, batch_size):
-            for item, picture in zip(items, make(items)):
-                _save_png(picture, folder / f"{item.stem}.png")
-        generated[run_spec.name] = len(missing)
-    return generated
+                    log: Logger, processes: Optional[Processes] = None) -> dict[str, int]:
+    """Write the missing images of every run; return how many each run made now.
+
+    Every check comes first (each run folder's ``settings.json``, read by every process), then the main process
+    writes the new ``settings.json`` files and lists the missing images. The missing images of each run are cut into
+    batches of ``batch_size`` (the same batches for any number of processes); batch ``b`` of the whole list is made
+    and written by process ``b mod N``. A killed launch leaves whole images only; a rerun, with any number of
+    processes, makes the rest."""
+    processes = processes or _single_process()
+    makers, claims, error = [], [], None
+    try:
+        for run_spec in runs:
+            make, settings = sources(run_spec)
+            folder = out / "images" / run_spec.name
+            claims.append((folder, settings, _check_folder(folder, settings)))
+            makers.append(make)
+    except (ValueError, OSError) as err:
+        error = err
+    processes.check(error if processes.is_main else None)
+    if error is not None:  # (a rank whose own check failed although the main's passed: file system out of sync)
+        raise error
+    missing = None
+    if processes.is_main:
+        for folder, settings, unwritten in claims:
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(folder)
+            if unwritten:
+                _atomic_json(folder / "settings.json", json.loads(json.dumps(settings, sort_keys=True)))
+        missing = [[i for i in range(len(data)) if not (folder / f"{data.stems[i]}.png").is_file()]
+                   for folder, _, _ in claims]
+    missing = processes.broadcast(missing)
+    work = [(number, batch) for number, todo in enumerate(missing) for _, batch in _global_batches(todo, batch_size)]
+    total = sum(len(todo) for todo in missing)
+    for number, (run_spec, todo) in enumerate(zip(runs, missing), 1):
+        log(f"[{number}/{len(runs)}] {run_spec.name}: {len(data) - len(todo)} done, {len(todo)} to make")
+    if processes.num_processes > 1:
+        log(f"{total} images in {len(work)} batches over {processes.num_processes} processes"
+            + (" (more processes than batches: some have nothing to make)" if len(work) < processes.num_processes
+               else ""))
+    for number, batch in processes.shard(work):
+        items = [data.item(i) for i in batch]
+        folder = claims[number][0]
+        for item, picture in zip(items, makers[number](items)):
+            _save_png(picture, folder / f"{item.stem}.png")
+    processes.wait()
+    return {run_spec.name: len(todo) for run_spec, todo in zip(runs, missing)}
 
 
 class SenderRates:
     """Mean BPP of what the sender codes (Fig. 7): the clean one-hot map (lossless ``map_codec``; every ``ours``
     and ``semantic_map`` run sends it) or the photo at a ``full_image`` run's codec and quality."""
 
-    def __init__(self, data: EvaluationData, preset, map_codec: str, batch_size: int):
+    def __init__(self, data: EvaluationData, preset, map_codec: str, batch_size: int,
+                 processes: Optional[Processes] = None):
         from ..sender.encoding import SemanticEncoder
 
         self.data, self.map_codec, self.batch_size = data, map_codec, batch_size
+        self.processes = processes or _single_process()
         self.encoder = SemanticEncoder.from_preset(preset)
         self._photo: dict[tuple[str, int], float] = {}
         self._map: Optional[float] = None
 
-    def _items(self) -> Iterator[EvaluationItem]:
-        for items in self.data.batches(range(len(self.data)), self.batch_size):
-            yield from items
+    def _mean(self, value: Callable[[EvaluationItem], float]) -> float:
+        """The mean of ``value`` over every item; each process codes its share, the values are gathered exactly and
+        averaged in item order."""
+        mine = [(i, value(self.data.item(i))) for i in self.processes.shard(range(len(self.data)))]
+        return float(np.mean([v for _, v in sorted(self.processes.gather(mine))]))
 
     def map_bpp(self, item: EvaluationItem) -> float:
         from ..sender.codecs import encode_semantic_map
@@ -800,28 +930,29 @@ class SenderRates:
     def __call__(self, method: Method) -> float:
         if method.kind != "full_image":
             if self._map is None:
-                self._map = float(np.mean([self.map_bpp(item) for item in self._items()]))
+                self._map = self._mean(self.map_bpp)
             return self._map
         key = (method.codec, method.quality)
         if key not in self._photo:
             coder = FullImages(method.codec, method.quality, ChannelCondition(), seed=0)  # no channel: no seed used
-            self._photo[key] = float(np.mean([coder.decoded(item).bpp for item in self._items()]))
+            self._photo[key] = self._mean(lambda item: coder.decoded(item).bpp)
         return self._photo[key]
 
 
 def score_runs(runs: Sequence[Run], generated: dict[str, int], suite: KPISuite, rates: SenderRates,
                data: EvaluationData, out: Path, batch_size: int, table_condition: ChannelCondition,
-               log: Logger) -> tuple[list[RunRecord], list[dict[str, Any]], dict[str, float]]:
+               log: Logger, processes: Optional[Processes] = None,
+               ) -> tuple[list[RunRecord], list[dict[str, Any]], dict[str, float]]:
     """Score every run from its PNG files: the records, the per-image rows and the judge's ceiling."""
     indices = list(range(len(data)))
     log("scoring the real photos (FID statistics, judge ceiling)")
-    ceiling = suite.reference_pass(data, indices, batch_size)
+    ceiling = suite.reference_pass(data, indices, batch_size, processes)
     records: list[RunRecord] = []
     per_image: list[dict[str, Any]] = []
     for run_spec in runs:
         log(f"scoring {run_spec.name}")
         downstream = run_spec.condition == table_condition
-        kpis, rows = suite.score(out / "images" / run_spec.name, data, indices, batch_size, downstream)
+        kpis, rows = suite.score(out / "images" / run_spec.name, data, indices, batch_size, downstream, processes)
         kpis["bpp"] = rates(run_spec.method)
         records.append(replace(run_spec.record(), num_images=len(indices), generated=generated[run_spec.name],
                                kpis=kpis))
@@ -885,6 +1016,10 @@ def evaluate(
 
     Returns:
         The :class:`EvaluationReport`; it is also written to ``out_dir`` (:func:`write_report`).
+
+    Under ``torchrun`` or ``accelerate launch`` the processes share the work (:mod:`.distributed`): each makes and
+    scores its batches, only the main process writes ``results.json``, the tables and the plots, and a second launch
+    into the same ``out_dir`` is refused while one runs. Every process returns the same report.
     """
     from ..sender.codecs import get_codec
 
@@ -902,9 +1037,27 @@ def evaluate(
     if not get_codec(map_codec).lossless:
         raise ValueError(f"map_codec must be a lossless codec, {map_codec!r} is lossy")
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    processes = Processes(device)
+    device = processes.device
+    if not processes.is_main:
+        log = lambda message: None  # noqa: E731  (the main process reports progress)
+    with contextlib.ExitStack() as stack:
+        return _evaluate(
+            pipeline, dataset, split, conditions, data_dir=data_dir, dataset_name=dataset_name, fds=fds,
+            limit=limit, size=size, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            sampler=sampler, seed=seed, batch_size=batch_size, device=device, networks=networks,
+            ablation_pipeline=ablation_pipeline, table_psnr=table_psnr, image_codec=image_codec,
+            image_quality=image_quality, image_qualities=image_qualities, map_codec=map_codec,
+            rate_distortion=rate_distortion, log=log, psnr_convention=psnr_convention, processes=processes,
+            out=Path(out_dir), stack=stack,
+        )
+
+
+def _evaluate(pipeline, dataset, split, conditions, *, data_dir, dataset_name, fds, out, limit, size,
+                     num_inference_steps, guidance_scale, sampler, seed, batch_size, device, networks,
+                     ablation_pipeline, table_psnr, image_codec, image_quality, image_qualities, map_codec,
+                     rate_distortion, log, psnr_convention, processes: Processes,
+                     stack: contextlib.ExitStack) -> EvaluationReport:
     pipe = _load_pipeline(pipeline, device)
     if num_inference_steps is None:  # the pipeline's own (a distilled model stores its few steps)
         num_inference_steps = pipe.default_num_inference_steps
@@ -945,18 +1098,21 @@ def evaluate(
         semantic_map=suite.detector is not None or suite.depth is not None, ablation=ablation_pipe is not None,
     )
 
-    out = Path(out_dir)
     pipes = [p for p in (pipe, ablation_pipe) if p is not None]
+    # The output folder's lock, held until evaluate returns; taken after the checks above (a refused run creates no
+    # folder) and before anything is written.
+    stack.enter_context(processes.lock(out, "evaluate"))
     with _sampling(pipes, sampler):
         guidance = pipe.default_guidance_scale if guidance_scale is None else float(guidance_scale)
         common = {"dataset": dataset, "split": split, "data": str(data_dir or dataset_name), "size": list(size),
                   "seed": seed}
         generation = GenerationSettings(num_inference_steps, guidance, seed, psnr_convention)
         sources = ImageSources(pipe, ablation_pipe, generation, common)
-        generated = generate_images(runs, sources, data, out, batch_size, log)
+        generated = generate_images(runs, sources, data, out, batch_size, log, processes)
         sampler_name = type(pipe.scheduler).__name__
-    rates = SenderRates(data, preset, map_codec, batch_size)
-    records, per_image, ceiling = score_runs(runs, generated, suite, rates, data, out, batch_size, table_condition, log)
+    rates = SenderRates(data, preset, map_codec, batch_size, processes)
+    records, per_image, ceiling = score_runs(runs, generated, suite, rates, data, out, batch_size, table_condition, log,
+                                             processes)
     report = EvaluationReport(
         records=records, ceiling=ceiling, per_image=per_image, notes=notes, table_level_db=float(table_psnr),
         primary_channel=table_condition.channel,
@@ -969,9 +1125,12 @@ def evaluate(
             "device": str(device), "conditions": [c.describe() for c in conditions],
             "seeding": "sampler: seed + item index; channel: derive_seed(seed + item index, 1)",
             "psnr_convention": resolve_psnr_convention(pipe, psnr_convention),
+            "num_processes": processes.num_processes,
         },
     )
-    write_report(report, out)
+    if processes.is_main:
+        write_report(report, out)
+    processes.wait()
     return report
 
 
@@ -1061,8 +1220,12 @@ def run(args: argparse.Namespace) -> int:
         image_qualities=args.image_qualities, map_codec=args.map_codec, rate_distortion=not args.no_rate_distortion,
         log=log, psnr_convention=args.psnr_convention,
     )
+    from accelerate import PartialState
+
     from .reports import tables_markdown
 
+    if not PartialState().is_main_process:  # (evaluate built the state) one process prints
+        return 0
     print(tables_markdown(report))
     print(f"results: {Path(args.out) / 'results.json'}, tables: {Path(args.out) / 'tables.md'}, "
           f"plots: {Path(args.out) / 'plots'}")

@@ -107,6 +107,21 @@ class FeatureStatistics:
         self._outer += features.T @ features
         return self
 
+    def merge(self, other: "FeatureStatistics") -> "FeatureStatistics":
+        """Add another accumulator's float64 sums (e.g. another process's): the statistics of both sets, exactly as
+        one accumulator over both would hold them up to float64 rounding (sums, never averages of averages)."""
+        if other.count == 0:
+            return self
+        if self._sum is None:
+            self._sum, self._outer = other._sum.clone(), other._outer.clone()
+        elif other._sum.shape != self._sum.shape:
+            raise ValueError(f"cannot merge features of dimension {other._sum.shape[0]} into {self._sum.shape[0]}")
+        else:
+            self._sum += other._sum
+            self._outer += other._outer
+        self.count += other.count
+        return self
+
     def mean_and_covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.count < 2:
             raise ValueError(f"need at least 2 feature vectors for a covariance, got {self.count}")
