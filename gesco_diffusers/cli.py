@@ -1,7 +1,8 @@
 """The ``gesco`` command line (also ``python -m gesco_diffusers``).
 
 Subcommands: ``transmit`` (the whole chain on one map), ``convert`` (the authors' checkpoints), ``publish`` (a
-pipeline folder to the Hub), ``map-level`` (the FDS/channel experiment that needs no model).
+pipeline folder to the Hub), ``map-level`` (the FDS/channel experiment that needs no model), ``evaluate`` (the
+paper's KPIs over channel conditions), ``generate`` (images for a folder of label maps).
 Errors are reported in one line with a non-zero exit status, never as a traceback.
 """
 
@@ -19,6 +20,7 @@ HELP = {
     "publish": "upload a GescoPipeline folder with its model card to the Hub",
     "map-level": "map mIoU with and without FDS over channels (no model needed)",
     "evaluate": "generate and score images over channel conditions (Tables I-VIII)",
+    "generate": "regenerate images for a folder of label maps (resumable, shards under torchrun/accelerate)",
 }
 
 
@@ -75,8 +77,16 @@ def _evaluate(sub) -> Callable:
     return run
 
 
+def _generate(sub) -> Callable:
+    from . import generate
+
+    parser = sub.add_parser("generate", help=HELP["generate"])
+    generate.add_arguments(parser)
+    return generate.run
+
+
 SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, "map-level": _map_level,
-               "evaluate": _evaluate}
+               "evaluate": _evaluate, "generate": _generate}
 
 
 def build_parser(command: Optional[str] = None) -> tuple[argparse.ArgumentParser, dict]:
