@@ -9,6 +9,8 @@ Rows, on the same maps, channel draws and seeds (map ``i`` of the split seeded w
 
 * the student (consistency-distilled, ``training/distill.py``) at 1, 2 and 4 U-Net calls, one map per call;
 * the teacher at its default sampler and step count (SDE-DPM-Solver++ 40 steps, guidance 1.5: 80 map evaluations);
+* the teacher's weights run exactly as the student is (its sampler, schedule, steps and guidance): what the
+  distillation itself adds;
 * the trivial baseline "teacher's x0 prediction from pure noise in one call" (guided, ``t = T - 1``): the student must
   beat it, or the figures do not measure what we think;
 * the authors' protocol (1000 ancestral DDPM steps, CFG as two forwards): wall time on ``--authors-timing-maps``
@@ -91,6 +93,18 @@ def one_call_baseline(teacher: GescoPipeline, student: GescoPipeline) -> GescoPi
     noise (LCM: ``c_skip`` is 2.5e-9 there; SDE-DPM-Solver++: a first-order step to ``t = 0``)."""
     pipe = GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
                          semantic_config=dict(teacher.config.semantic_config))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def undistilled(teacher: GescoPipeline, student: GescoPipeline) -> GescoPipeline:
+    """The teacher's weights run exactly as the student is (its sampler, stored steps, schedule and guidance): what
+    the distillation adds is the difference to this row."""
+    pipe = GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
+                         semantic_config={**teacher.config.semantic_config,
+                                          **{key: student.config.semantic_config[key]
+                                             for key in ("guidance_scale", "num_inference_steps", "timesteps")
+                                             if key in student.config.semantic_config}})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -186,6 +200,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
             lambda cond, s, options=options: generate(student, cond, s, args.batch_size, **options),
             lambda cond, g, options=options: student(cond, fds=False, generator=g, **options),
         )
+    plain = undistilled(teacher, student)
+    methods["teacher weights run as the student (no distillation)"] = (
+        plain.default_num_inference_steps if plain.config.semantic_config.get("timesteps") is None
+        else len(plain.config.semantic_config["timesteps"]),
+        lambda cond, s: generate(plain, cond, s, args.batch_size),
+        lambda cond, g: plain(cond, fds=False, generator=g),
+    )
     methods["teacher's x0 from noise, 1 call (baseline)"] = (
         2 if guidance > 1 else 1,
         lambda cond, s: generate(baseline, cond, s, args.batch_size, num_inference_steps=1),

@@ -12,7 +12,7 @@ from typing import Optional
 
 #: Shipped pipelines by the short names the commands accept (``--model demo``, ``--model fast``).
 #: ``demo``: the CamVid model trained with ``training/train.py`` (SDE-DPM-Solver++, 40 guided steps);
-#: ``fast``: its consistency-distilled student (``training/distill.py``; 4 U-Net calls per image, no guidance pass).
+#: ``fast``: its distilled student (``training/distill.py``, guidance distillation; 4 single-map U-Net calls per image).
 SHIPPED_MODELS = {"demo": "camvid", "fast": "camvid-fast"}
 #: The model the commands run when none is named.
 DEFAULT_MODEL = "demo"
