@@ -59,6 +59,7 @@ from accelerate.utils import ProjectConfiguration, broadcast, gather_object, set
 from diffusers.optimization import get_scheduler
 
 from gesco_diffusers.channel import CHANNEL_REGISTRY, AWGNChannel
+from gesco_diffusers.evaluation.distributed import launch_mismatch, requested_world_size
 from gesco_diffusers.data import (
     TRANSFORMS,
     EpochShuffleSampler,
@@ -423,6 +424,9 @@ def main(args: argparse.Namespace) -> Path:
     start_time = time.monotonic()
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
+        # On a machine without CUDA, cpu=True is what makes `torchrun --nproc_per_node N train.py` join N gloo ranks
+        # (without it each process is an independent "rank 0 of 1"); GPU launches are unchanged.
+        cpu=not torch.cuda.is_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
@@ -430,6 +434,11 @@ def main(args: argparse.Namespace) -> Path:
                                             logging_dir=str(output_dir / args.logging_dir)),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    launch_problem = launch_mismatch(accelerator.num_processes)
+    if launch_problem is not None and requested_world_size() is not None:
+        raise SystemExit(f"train.py: error: {launch_problem}")  # N independent copies would race on output_dir
+    if launch_problem is not None:
+        logger.warning(f"WARNING: {launch_problem}")
     # Before anything is written: an earlier run in output_dir is continued or deleted only when asked.
     run_files = train_run_files(args)
     check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional, Sequence, TypeVar, Union
 
 import torch
 
-__all__ = ["LOCK_NAME", "Processes", "requested_world_size"]
+__all__ = ["LOCK_NAME", "Processes", "launch_mismatch", "requested_world_size"]
 
 T = TypeVar("T")
 LOCK_NAME = ".gesco.lock"
@@ -38,6 +38,25 @@ def requested_world_size() -> Optional[int]:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def launch_mismatch(num_processes: int) -> Optional[str]:
+    """Why this launch looks like it asked for more processes than joined (``num_processes``), or ``None``.
+
+    * ``WORLD_SIZE`` (torchrun, ``accelerate launch --multi_gpu``) differs from the group's size: the processes did not
+      join one group, e.g. ``PartialState()`` without ``cpu=True`` under torchrun on a CPU machine;
+    * ``accelerate launch --cpu --num_processes N`` runs ONE process (its simple launcher exports ``MASTER_ADDR`` for
+      an MPI launch but starts a single process): ``MASTER_ADDR`` set, no world size from any launcher, 1 process.
+    """
+    launched = requested_world_size()
+    if launched is not None and launched != num_processes:
+        return (f"the launcher started {launched} processes but they did not join one group (this one sees "
+                f"{num_processes}); on the CPU launch with torchrun --nproc_per_node N")
+    mpi = any(os.environ.get(k) for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))
+    if launched is None and not mpi and num_processes == 1 and os.environ.get("MASTER_ADDR"):
+        return ("this launch seems to ask for several processes (MASTER_ADDR is set) but runs 1: accelerate launch "
+                "--cpu --num_processes N starts a single process; on the CPU use torchrun --nproc_per_node N")
+    return None
 
 
 class Processes:
@@ -58,11 +77,12 @@ class Processes:
         self.is_main = bool(self.state.is_main_process)
         launched = requested_world_size()
         if launched is not None and launched != self.num_processes:
-            raise RuntimeError(
-                f"the launcher started {launched} processes but they did not join one group (this one is rank "
-                f"{self.process_index} of {self.num_processes}); on the CPU launch with torchrun --nproc_per_node N "
-                "and --device cpu (accelerate launch --cpu starts a single process)"
-            )
+            raise RuntimeError(f"{launch_mismatch(self.num_processes)} and --device cpu")
+        problem = launch_mismatch(self.num_processes)
+        if problem is not None:
+            import warnings
+
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
         if requested.type != "cpu" and self.num_processes > 1 and requested.index is None:
             requested = self.state.device  # cuda:<local rank>
         self.device = requested
