@@ -267,3 +267,59 @@ def test_guidance_student_samples_its_stored_schedule_in_four_single_map_calls(t
     with pytest.raises(ValueError, match="strictly descending"):
         distill.parse_args(distill_args(teacher, data, tmp_path / "z", extra=[
             "--method", "guidance", "--timesteps", "999", "300", "600", "100"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The shipped student
+
+
+def test_the_shipped_fast_model_samples_in_four_single_map_calls(one_thread):
+    from gesco_diffusers.shipped import sample_maps, shipped_model_path
+    from gesco_diffusers.transmit import read_label_map
+
+    folder = shipped_model_path("fast")
+    assert (folder / "model_index.json").is_file(), f"the distilled model is not shipped at {folder}"
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 30 * 2**20
+    pipe = GescoPipeline.from_pretrained(str(folder), dtype=torch.float32)
+    stored = pipe.config.semantic_config
+    assert stored["guidance_scale"] == 1.0 and stored["distillation"]["teacher_guidance_scale"] == 1.5
+    assert len(stored["timesteps"]) <= 4
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, inputs, output: calls.append(inputs[2].shape[0]))
+    labels = torch.from_numpy(read_label_map(sample_maps()[0], pipe.dataset_preset))
+    labels = torch.nn.functional.interpolate(labels[None, None].float(), size=(64, 80), mode="nearest")[0].long()
+    image = pipe(labels, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 80, 3) and np.isfinite(image).all() and image.std() > 0.05
+    assert calls == [1] * len(stored["timesteps"])
+
+
+def test_gesco_transmit_runs_the_fast_model(tmp_path, capsys):
+    from gesco_diffusers.cli import main
+
+    assert main(["transmit", "--model", "fast", "--output", str(tmp_path), "--json"]) == 0
+    import json
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"].endswith("camvid-fast") and report["steps"] == 4 and report["guidance_scale"] == 1.0
+
+
+def test_a_stored_schedule_is_the_models_schedule_for_its_step_count(tiny_teacher):
+    teacher, _ = tiny_teacher
+    pipe = GescoPipeline.from_pretrained(str(teacher))
+    student = GescoPipeline(unet=pipe.unet, scheduler=pipe.scheduler,
+                            semantic_config={**pipe.config.semantic_config, "guidance_scale": 1.0,
+                                             "timesteps": [999, 600, 300, 100]})
+    assert student.default_num_inference_steps == 4
+    seen = []
+    student.unet.register_forward_hook(lambda module, inputs, output: seen.append(int(inputs[1].flatten()[0])))
+    labels = torch.randint(0, 12, (1, 16, 24), generator=torch.Generator().manual_seed(0))
+    spacing = type(student.scheduler).from_config(student.scheduler.config)
+    spacing.set_timesteps(2)
+    for steps in (None, 4, 2):
+        seen.clear()
+        student(labels, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
+        # 2 steps: the scheduler's own spacing
+        assert seen == ([999, 600, 300, 100] if steps != 2 else spacing.timesteps.tolist())
+    with pytest.raises(ValueError, match="hold 4 steps"):
+        GescoPipeline(unet=pipe.unet, scheduler=pipe.scheduler,
+                      semantic_config={"num_inference_steps": 3, "timesteps": [999, 600, 300, 100]})

@@ -149,8 +149,8 @@ class GescoPipeline(DiffusionPipeline):
         semantic_config (`dict`, *optional*): ``{"dataset": DatasetPreset.to_dict(), "map_encoding": ...,
             "psnr_convention": ..., "guidance_scale": ..., "num_inference_steps": ...}``; without it the map is taken
             as ``segmap_channels`` plain class channels. ``guidance_scale``, ``num_inference_steps`` and
-            ``timesteps`` (a descending list, used when neither ``num_inference_steps`` nor ``timesteps`` is passed)
-            are the sampling defaults of ``__call__`` (a distilled pipeline stores its few steps and no guidance).
+            ``timesteps`` (a descending list: the schedule of calls with its number of steps or none given) are the
+            sampling defaults of ``__call__`` (a distilled pipeline stores its few steps and no guidance).
     """
 
     model_cpu_offload_seq = "unet"
@@ -175,6 +175,10 @@ class GescoPipeline(DiffusionPipeline):
         if semantic_config.get("timesteps") is not None:
             semantic_config["timesteps"] = _check_timesteps(semantic_config["timesteps"],
                                                             scheduler.config.num_train_timesteps)
+            steps = semantic_config.setdefault("num_inference_steps", len(semantic_config["timesteps"]))
+            if steps != len(semantic_config["timesteps"]):
+                raise ValueError(f"semantic_config['num_inference_steps'] = {steps} but its 'timesteps' hold "
+                                 f"{len(semantic_config['timesteps'])} steps")
         self.register_to_config(semantic_config=semantic_config)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
 
@@ -469,9 +473,11 @@ class GescoPipeline(DiffusionPipeline):
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        if num_inference_steps is None and timesteps is None:
-            # A stored schedule (a few-step student's, chosen by measurement) is the default; else stored steps.
-            timesteps = (self.config.semantic_config or {}).get("timesteps")
+        stored = (self.config.semantic_config or {}).get("timesteps")
+        if timesteps is None and stored is not None and num_inference_steps in (None, len(stored)):
+            # A stored schedule (a few-step student's, chosen by measurement) is the model's schedule for its number
+            # of steps; other step counts use the scheduler's own spacing.
+            timesteps = stored
         num_inference_steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
         self.check_inputs(num_inference_steps, timesteps, guidance_scale, output_type,
