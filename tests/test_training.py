@@ -452,8 +452,13 @@ def test_presets_parse_with_the_paper_values():
         assert config["attention_head_dim"] == 64
         assert config["block_out_channels"] == (256, 256, 512, 512, 1024, 1024)
     assert train.parse_args(["--config", str(REPO / "training/configs/cityscapes.yaml")]).resolution == [256, 512]
-    small = train.parse_args(["--config", str(REPO / "training" / "configs" / "camvid-small.yaml")])
+    camvid = str(REPO / "training" / "configs" / "camvid-small.yaml")
+    small = train.parse_args(["--config", camvid, "--data_dir", "path/to/camvid"])
     assert (small.model_config, small.resolution, small.train_batch_size) == ("camvid-small", [64, 80], 8)
+    # No config points at data a user does not have (the development machine's ../shared): the folder is an argument.
+    with pytest.raises(ValueError, match="needs --data_dir .*SegNet split"):
+        train.parse_args(["--config", camvid])
+    assert not any("shared" in path.read_text() for path in (REPO / "training" / "configs").glob("*.yaml"))
 
 
 def test_cli_overrides_config_and_bad_keys_fail(tmp_path):

@@ -221,7 +221,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.dataset is None and args.dataset_name is None:
         raise ValueError("give --dataset (with --data_dir) or --dataset_name")
     if args.dataset_name is None and args.data_dir is None:
-        raise ValueError(f"--dataset {args.dataset} needs --data_dir (the dataset's root folder)")
+        raise ValueError(f"--dataset {args.dataset} needs --data_dir (the dataset's root folder; for CamVid: the SegNet "
+                         "split, {train,val}/images/*.png and {train,val}/labels/*.png with ids 0-10, 11 unlabelled)")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
