@@ -240,3 +240,45 @@ def test_save_load_round_trip_and_fp16_variant(tmp_path):
     half = SemanticUNet2DModel.from_pretrained(tmp_path / "fp16", variant="fp16", torch_dtype=torch.float16)
     for (name, a), b in zip(model.state_dict().items(), half.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("block_out_channels", "8,16", "block_out_channels must be a non-empty list"),
+    ("segmap_channels", "12", "segmap_channels must be a positive integer"),
+    ("layers_per_block", -1, "layers_per_block must be a positive integer"),
+    ("sample_size", [16, -16], "sample_size must be"),
+    ("block_out_channels", [8, 0], "block_out_channels must hold positive integers"),
+])
+def test_config_files_with_wrong_types_fail_at_construction(key, value, message):
+    config = semantic_unet_config("tiny")
+    config[key] = value
+    with pytest.raises(ValueError, match=message):
+        SemanticUNet2DModel(**config)
+
+
+@pytest.mark.parametrize("corruption", ["nan", "inf", "random bytes"])
+def test_corrupt_weights_are_refused_at_loading(tmp_path, corruption):
+    from safetensors.torch import load_file, save_file
+
+    SemanticUNet2DModel(**semantic_unet_config("tiny")).save_pretrained(tmp_path)
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    weights = load_file(str(path))
+    name = "conv_in.weight"
+    if corruption == "random bytes":  # a valid header, the data replaced by random bytes
+        for key, tensor in weights.items():
+            weights[key] = torch.randint(0, 256, (tensor.numel() * 4,), dtype=torch.uint8,
+                                         generator=torch.Generator().manual_seed(0)).view(torch.float32).view(tensor.shape)
+    else:
+        weights[name][0, 0, 0, 0] = float(corruption)
+    save_file(weights, str(path))
+    with pytest.raises(ValueError, match="NaN or inf .*corrupt"):
+        SemanticUNet2DModel.from_pretrained(tmp_path)
+
+
+def test_a_folder_whose_dataset_does_not_match_its_unet_is_refused():
+    from gesco_diffusers.pipelines import GescoPipeline
+
+    pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid")  # 12 map channels
+    unet = SemanticUNet2DModel(**semantic_unet_config("tiny", segmap_channels=13))
+    with pytest.raises(ValueError, match="12 map channels but the U-Net takes 13"):
+        GescoPipeline(unet=unet, scheduler=pipe.scheduler, semantic_config=pipe.config.semantic_config)

@@ -11,6 +11,8 @@ without loss (``gesco_diffusers.convert``); :func:`semantic_unet_config` holds n
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -47,6 +49,28 @@ def _repeat_batch(x: torch.Tensor, times: int) -> torch.Tensor:
     if x.shape[0] == 1:
         return x.expand(times, *x.shape[1:])
     return x.repeat(times, *([1] * (x.ndim - 1)))
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _check_config_types(config: dict) -> None:
+    """A config file with wrong types (``"8,16"``, ``"1"``, negative sizes) fails at construction with the key's name,
+    not at the first forward."""
+    for key in ("in_channels", "out_channels", "segmap_channels", "layers_per_block", "attention_head_dim",
+                "spade_hidden_channels", "norm_num_groups"):
+        if not _positive_int(config[key]):
+            raise ValueError(f"{key} must be a positive integer, got {config[key]!r}")
+    for key in ("block_out_channels", "down_block_types", "up_block_types"):
+        if isinstance(config[key], str) or not isinstance(config[key], Sequence) or not config[key]:
+            raise ValueError(f"{key} must be a non-empty list, got {config[key]!r}")
+    if not all(_positive_int(c) for c in config["block_out_channels"]):
+        raise ValueError(f"block_out_channels must hold positive integers, got {config['block_out_channels']!r}")
+    size = config["sample_size"]
+    if size is not None and not (_positive_int(size) or (isinstance(size, Sequence) and not isinstance(size, str)
+                                                         and len(size) == 2 and all(map(_positive_int, size)))):
+        raise ValueError(f"sample_size must be a positive integer or (height, width), got {size!r}")
 
 
 class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
@@ -102,6 +126,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         mid_block_attention: bool = True,
     ):
         super().__init__()
+        _check_config_types(locals())
         if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):
             raise ValueError(
                 f"down_block_types ({len(down_block_types)}), up_block_types ({len(up_block_types)}) and "
@@ -158,6 +183,18 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = zero_module(nn.Conv2d(block_out_channels[0], out_channels, 3, padding=1))
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "SemanticUNet2DModel":
+        """diffusers' loading, then a check that every weight is finite: a corrupt file (NaN/inf, or random bytes
+        behind a valid safetensors header) is an error naming a tensor, not a model that draws black images."""
+        model = super().from_pretrained(*args, **kwargs)
+        bad = [name for name, tensor in model.state_dict().items()
+               if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if bad:
+            raise ValueError(f"{cls.__name__} weights hold NaN or inf values in {len(bad)} tensor(s), first "
+                             f"{bad[0]!r}: the weights file is corrupt")
+        return model
 
     @property
     def downsampling_factor(self) -> int:

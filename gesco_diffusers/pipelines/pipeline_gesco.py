@@ -166,6 +166,11 @@ class GescoPipeline(DiffusionPipeline):
         encoding = semantic_config.setdefault("map_encoding", "one_hot")
         if encoding not in MAP_ENCODINGS:
             raise ValueError(f"map_encoding must be one of {MAP_ENCODINGS}, got {encoding!r}")
+        if encoding == "one_hot" and semantic_config.get("dataset"):
+            channels = DatasetPreset.from_dict(semantic_config["dataset"]).map_channels
+            if channels != unet.config.segmap_channels:
+                raise ValueError(f"the stored dataset has {channels} map channels but the U-Net takes "
+                                 f"{unet.config.segmap_channels} (segmap_channels): the folder mixes two models")
         # Stored sampling defaults fail at loading, not at the first call.
         if "guidance_scale" in semantic_config:
             _check_guidance_scale(semantic_config["guidance_scale"], "semantic_config['guidance_scale']")
