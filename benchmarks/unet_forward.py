@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import statistics
 import sys
 import time
@@ -93,6 +94,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the rows (and the largest |value| of the reference output) to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.config, args.repeats, args.no_compile = "tiny", 2, True
@@ -179,6 +182,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             print(f"| {row['variant']} | failed: {row['error']} | | |")
         else:
             print(f"| {row['variant']} | {row['ms']:.1f} | {row['speedup']:.2f}x | {row['max_abs_diff']:.2e} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"source": source, "size": list(size), "device": device, "dtype": args.dtype,
+                                         "reference_abs_max": float(reference.abs().max()), "rows": rows}, indent=1))
     return rows
 
 

@@ -17,7 +17,6 @@ DATA_ARGS = {"sampler_quality.py": ["--data-dir", str(CAMVID)]}
     "script,expected",
     [
         ("sampling_cost.py", "wall-time ratio authors/ours"),
-        ("unet_forward.py", "| + cached SPADE modulation (default) |"),
         ("preprocessing_cost.py", "% of a sampling run"),
         ("sampler_quality.py", "| ddpm (reference) |"),
     ],
@@ -27,6 +26,44 @@ def test_benchmark_quick_mode_prints_figures(script, expected):
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert expected in proc.stdout
+
+
+# Rows of unet_forward.py that reorganise the same float32 computation (no change of precision): "same outputs".
+EXACT_UNET_ROWS = ("batched CFG (batch 2)", "shared encoder (1 image, 2 maps)", "+ cached SPADE modulation (default)",
+                   "+ channels_last", "default with plain attention (no SDPA)")
+
+
+def test_unet_forward_quick_exact_speedups_give_the_same_output(tmp_path):
+    """The "max abs difference" column backs the README's "same outputs" for the exact speed-ups: each exact row's
+    guided output is within 1e-4 of the authors' two separate forwards (outputs are O(0.1..1)), read both from the
+    printed table and from --json; the bf16 row shows the column is not blind (it does differ)."""
+    import json
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unet_forward.py"), "--quick", "--threads", "1",
+                           "--json", str(tmp_path / "rows.json")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header = "| variant | ms / guided step | speed-up vs authors | max abs difference of the guided output |"
+    lines = proc.stdout.splitlines()
+    assert header in lines
+    printed = {}
+    for line in lines[lines.index(header) + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert len(cells) == 4, line
+        printed[cells[0]] = float(cells[3])
+    data = json.loads((tmp_path / "rows.json").read_text())
+    rows = {row["variant"]: row for row in data["rows"]}
+    assert set(printed) == set(rows)
+    assert data["reference_abs_max"] > 0.05  # the outputs are not near zero (a 1e-4 bound would then say nothing)
+    assert rows["authors: two separate forwards"]["max_abs_diff"] == 0.0
+    for name in EXACT_UNET_ROWS:
+        assert "error" not in rows[name], rows[name]
+        assert rows[name]["max_abs_diff"] < 1e-4, (name, rows[name]["max_abs_diff"])
+        assert printed[name] < 1e-4 and abs(printed[name] - rows[name]["max_abs_diff"]) <= 0.01 * printed[name] + 1e-12
+        assert rows[name]["speedup"] > 0
+    assert rows["+ bf16 autocast"]["max_abs_diff"] > 1e-4  # lower precision: the column sees the difference
 
 
 def test_few_step_quick_compares_student_teacher_baseline_and_authors(tmp_path):
