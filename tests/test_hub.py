@@ -80,6 +80,7 @@ def test_trained_cards_render_with_valid_metadata(tmp_path, pipeline_fields, kin
     assert "| `noise_psnr_db` | `[5, 10, 15, 20, 25, 30]` |" in text and "| `learning_rate` | `0.0001` |" in text
     assert "| clean map | 0.412 | 88.5 | 0.51 |" in text and "| AWGN 10 dB + FDS | 0.35 | – | – |" in text
     assert 'GescoPipeline.from_pretrained("org/gesco-test")' in text
+    assert 'DiffusionPipeline.from_pretrained("org/gesco-test", trust_remote_code=True)' in text  # the Hub's snippet
     assert ("instance_map=instances" in text) == preset.use_instance_edges
 
     results = ModelCard.load(tmp_path / "README.md").data.eval_results
