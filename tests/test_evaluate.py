@@ -159,6 +159,51 @@ def test_rerun_skips_finished_images_and_gives_identical_numbers(cli_run):
     assert second["ceiling"] == first["ceiling"] and second["per_image"] == first["per_image"]
 
 
+def test_judge_miou_recomputed_from_the_saved_pngs_matches_results_json(cli_run, assets):
+    """One KPI of one run recomputed by hand from what `gesco evaluate` left on disk: the saved PNGs of the run, the
+    fixture's label PNGs resized nearest to the evaluation size, the judge's arg-max maps and a confusion matrix
+    pooled over the images, written out in numpy (IoU = TP / (TP + FP + FN) per class, class 11 ignored, classes
+    absent from both sides skipped). It must equal the run's judge mIoU and its per-image values in results.json."""
+    from gesco_diffusers.transmit import resize_labels
+
+    out, first, _, _ = cli_run
+    run = "awgn_psnr10__ours_fds-paper"
+    record = next(r for r in first["records"] if r["name"] == run)
+    pngs = sorted((out / "images" / run).glob("*.png"))
+    assert len(pngs) == 4
+    judge = SegmentationJudge.from_pretrained(assets / "judge")
+    num_classes, ignore = judge.num_classes, 11
+    assert num_classes == 11
+    pooled = np.zeros((ignore + 1, ignore + 1), dtype=np.int64)  # rows: reference id, columns: predicted id
+    per_image = {}
+    for png in pngs:
+        with PIL.Image.open(png) as saved:
+            image = np.asarray(saved.convert("RGB"))
+        assert image.shape == (*SIZE, 3)
+        with PIL.Image.open(CAMVID / "val" / "labels" / png.name) as label_png:
+            labels = resize_labels(np.asarray(label_png).astype(np.int64), SIZE)
+        predicted = judge.predict(torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255.0)[0].numpy()
+        counts = np.bincount(labels.ravel() * (ignore + 1) + predicted.ravel(),
+                             minlength=(ignore + 1) ** 2).reshape(ignore + 1, ignore + 1)
+        pooled += counts
+        per_image[png.stem] = _numpy_miou(counts, num_classes, ignore)
+    miou = _numpy_miou(pooled, num_classes, ignore)
+    assert 0 < miou < 1
+    assert miou == pytest.approx(record["kpis"]["miou"], abs=1e-9), (miou, record["kpis"]["miou"])
+    saved_per_image = {row["stem"]: row["miou"] for row in first["per_image"] if row["run"] == run}
+    assert saved_per_image == pytest.approx(per_image, abs=1e-9)
+
+
+def _numpy_miou(counts: np.ndarray, num_classes: int, ignore: int) -> float:
+    """Eq. 16 from a (reference id x predicted id) count table; pixels labelled ``ignore`` (row ``ignore``) are not
+    evaluated, so they count in no class's union."""
+    evaluated_rows = np.delete(counts, ignore, axis=0)[:num_classes]
+    tp = np.diag(evaluated_rows)[:num_classes].astype(float)
+    union = evaluated_rows.sum(1) + evaluated_rows[:, :num_classes].sum(0) - tp
+    evaluated = union > 0
+    return float((tp[evaluated] / union[evaluated]).mean())
+
+
 def test_generated_images_follow_the_received_map(cli_run, assets):
     """Each `ours` image is the pipeline's sample for its run's map (the labels through AWGN at the run's PSNR,
     channel seed derive_seed(seed + i, 1), then the run's FDS) at sampler seed seed + i: recomputed by hand for item
