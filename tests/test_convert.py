@@ -671,3 +671,86 @@ def test_gesco_convert_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, offici
         130, "gesco convert: interrupted")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier folder, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ema.pt", "folder.pt", "pipe", "weights.bin", "wrapped.pt"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Beyond Cityscapes: COCO-Stuff (C = 184: 183 classes + the instance-edge channel) and ADE20K (C = 151: 151 classes,
+# no edge channel, `--no_instance True`), reference doc section 2.1.
+
+# Totals of the official state dicts, reference doc section 3 (`official_gesco.md`: "674,707,206 parameters at C=36,
+# 683,232,006 at C=184 (COCO), 681,331,206 at C=151 (ADE20K)"). The 50 SPADE modules that read the map each have a
+# 3x3 conv C -> 128, so the totals differ by 50 * 128 * 9 * (C - 36); the encoder's never-called spade_norm blocks
+# (102 tensors, 20,722,688 parameters) read 3 channels whatever C is, and the converter drops them.
+OFFICIAL_TOTALS = {36: 674_707_206, 184: 683_232_006, 151: 681_331_206}
+SPADE_NORM_PARAMETERS = 20_722_688
+
+
+def official_shapes_for(segmap_channels: int) -> dict[str, tuple[int, ...]]:
+    """The full-size official key list with the map-reading convolutions widened to C channels."""
+    shapes = official_shapes()
+    for name, shape in shapes.items():
+        if name.endswith("mlp_shared.0.weight") and not SPADE_NORM.search(name):
+            shapes[name] = (shape[0], segmap_channels, *shape[2:])
+    return shapes
+
+
+@pytest.mark.parametrize("segmap_channels,dataset", [(184, "coco-stuff"), (151, "ade20k")])
+def test_full_size_coco_and_ade20k_networks_have_the_official_parameter_counts(segmap_channels, dataset):
+    meta = {k: torch.empty(s, device="meta") for k, s in official_shapes_for(segmap_channels).items()}
+    assert sum(t.numel() for t in meta.values()) == OFFICIAL_TOTALS[segmap_channels]  # the key list, widened
+    arch = infer_official_architecture(meta)
+    assert arch.segmap_channels == segmap_channels and dataset_for_architecture(arch).name == dataset
+    model = build_unet(arch, device="meta")
+    assert model.config.segmap_channels == segmap_channels
+    total = sum(p.numel() for p in model.parameters())
+    assert total == OFFICIAL_TOTALS[segmap_channels] - SPADE_NORM_PARAMETERS
+    state, report = convert_official_state_dict(meta, arch, model.state_dict())
+    assert report.mapped_parameters == total and report.dropped_parameters == SPADE_NORM_PARAMETERS
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def blocky_label_map(num_classes: int, seed: int) -> np.ndarray:
+    return np.kron(label_map((4, 4), num_classes=num_classes, seed=seed), np.ones((8, 8), dtype=np.int64))
+
+
+@pytest.mark.parametrize("segmap_channels,dataset,num_classes,edges",
+                         [(184, "coco-stuff", 183, True), (151, "ade20k", 151, False)])
+def test_coco_and_ade20k_checkpoints_convert_load_and_sample(tmp_path, segmap_channels, dataset, num_classes, edges):
+    """A tiny official-layout checkpoint with C map channels (random weights, reduced widths) through
+    convert_official_checkpoint: the dataset is inferred from C, the folder loads with the converted tensors, the map is
+    encoded with (COCO) or without (ADE20K) the edge channel, and 2 sampling steps give finite images that depend on
+    the map."""
+    official = random_official_state_dict(seed=7, segmap_channels=segmap_channels)
+    torch.save(official, tmp_path / "ema_0.9999_050000.pt")
+    lines = []
+    result = convert_official_checkpoint(tmp_path / "ema_0.9999_050000.pt", tmp_path / "out",
+                                         num_head_channels=HEAD_CHANNELS, fp16_variant=False, print_fn=lines.append)
+    assert result.dataset.name == dataset and "unmapped: none" in lines[0]
+    preset = result.dataset
+    assert preset.num_classes == num_classes and preset.use_instance_edges is edges
+    assert preset.map_channels == segmap_channels
+
+    pipe = GescoPipeline.from_pretrained(result.path)
+    assert pipe.dataset_preset.name == dataset and pipe.unet.config.segmap_channels == segmap_channels
+    assert pipe.config.semantic_config["guidance_scale"] == 2.5  # the official --s for COCO and ADE20K
+    assert list(pipe.unet.config.sample_size) == [256, 256]  # the official image size of both
+    arch = infer_official_architecture(official, num_head_channels=HEAD_CHANNELS)
+    expected, _ = convert_official_state_dict(official, arch, build_unet(arch).state_dict())
+    for key, value in pipe.unet.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+    labels = blocky_label_map(num_classes, seed=3)  # regions of 8x8 pixels: edges at their borders only
+    maps = pipe.prepare_semantic_map(labels, fds=False)  # as sent (the default FDS would smooth this noisy map)
+    assert maps.conditioning.shape == (1, segmap_channels, 32, 32)
+    assert torch.equal(maps.conditioning[0, :num_classes].argmax(0), torch.from_numpy(labels))
+    if edges:  # class borders become the edges when no instance map is given
+        edge = maps.conditioning[0, num_classes]
+        assert 0 < edge.sum() < edge.numel() and set(edge.unique().tolist()) == {0.0, 1.0}
+
+    def sample(segmap):
+        return pipe(segmap, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    images = sample(labels)
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+    other = sample(blocky_label_map(num_classes, seed=4))
+    assert (images - other).abs().max() > 1e-3  # the map reaches the network
