@@ -285,3 +285,26 @@ def test_a_broken_judge_side_file_is_an_error_not_a_silent_default(tmp_path):
     (tmp_path / "judge_config.json").write_text("[11]")
     with pytest.raises(ValueError, match="expected a JSON object"):
         read_json(tmp_path, "judge_config.json")
+
+
+def test_shipped_files_carry_no_absolute_path_of_the_build_machine():
+    """A published folder must not name the training machine's folders (the judge's training log once did)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r'"(/work|/tmp|/root|/home)/')
+    shipped = [p for folder in ("gesco_diffusers/assets", "hub_cards") for p in (root / folder).rglob("*")
+               if p.is_file() and p.suffix in (".json", ".md", ".txt", ".yaml", ".py")]
+    assert shipped and not [str(p) for p in shipped if pattern.search(p.read_text(errors="ignore"))]
+
+
+def test_logged_paths_are_made_relative():
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location(
+        "train_judge_script", Path(__file__).resolve().parents[1] / "training" / "train_judge.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._portable(os.path.join(os.getcwd(), "runs", "judge")) == os.path.join("runs", "judge")
+    assert module._portable((1, 2)) == [1, 2] and module._portable("relative/path") == "relative/path"

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -238,6 +239,17 @@ def judge_config() -> dict:
 
 
 # -------------------------------------------------------------------------------------------------------- training
+
+def _portable(value):
+    """A logged argument as it can ship: tuples as lists, paths relative to the working directory (an absolute path
+    of the training machine would end up in the published folder)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, (str, os.PathLike)) and os.path.isabs(value):
+        relative = os.path.relpath(value)
+        return relative if not relative.startswith(os.pardir + os.sep + os.pardir) else os.path.basename(value)
+    return value
+
 def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
@@ -298,7 +310,7 @@ def train(args: argparse.Namespace) -> dict:
     train_seconds = elapsed_before + time.time() - start
     log = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix() if sys.argv else "train_judge.py"] + sys.argv[1:]),
-        "args": redact_secrets({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}),
+        "args": redact_secrets({k: _portable(v) for k, v in vars(args).items()}),
         "steps": step,
         "stop_reason": stop_reason,
         "train_seconds": round(train_seconds, 1),
