@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Iterator, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -164,22 +164,27 @@ class SegmentationJudge:
         id2label = getattr(self.model.config, "id2label", None) or {}
         return [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(self.num_classes)]
 
+    def _network_inputs(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        """``[0, 1]`` images in batches of ``batch_size``, resized to ``processing_size`` (if any) and normalised: what
+        the network is fed."""
+        dtype = next(self.model.parameters()).dtype
+        for start in range(0, images.shape[0], self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            if self.processing_size is not None:
+                chunk = F.interpolate(chunk, size=self.processing_size, mode="bilinear", align_corners=False,
+                                      antialias=True)
+            yield ((chunk - self.image_mean) / self.image_std).to(self.device, dtype)
+
     @torch.no_grad()
     def logits(self, images: ImageInput, output_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """Class scores ``(B, K, H, W)`` at ``output_size`` (default: the input size), bilinear upsampling."""
         x = as_image_batch(images)
         size = tuple(output_size) if output_size is not None else tuple(x.shape[-2:])
-        dtype = next(self.model.parameters()).dtype
-        chunks = []
-        for start in range(0, x.shape[0], self.batch_size):
-            chunk = x[start : start + self.batch_size]
-            if self.processing_size is not None:
-                chunk = F.interpolate(chunk, size=self.processing_size, mode="bilinear", align_corners=False,
-                                      antialias=True)
-            chunk = ((chunk - self.image_mean) / self.image_std).to(self.device, dtype)
-            logits = self.model(pixel_values=chunk).logits.float()
-            chunks.append(F.interpolate(logits, size=size, mode="bilinear", align_corners=False).cpu())
-        return torch.cat(chunks)
+        return torch.cat([
+            F.interpolate(self.model(pixel_values=chunk).logits.float(), size=size, mode="bilinear",
+                          align_corners=False).cpu()
+            for chunk in self._network_inputs(x)
+        ])
 
     @torch.no_grad()
     def pooled_features(self, images: ImageInput) -> torch.Tensor:
@@ -188,15 +193,8 @@ class SegmentationJudge:
         The realism feature of :class:`JudgeFeatureExtractor`: it describes what the judge sees in an image (texture
         and parts as well as classes), so a blurry image that keeps the layout moves it although the mIoU stays.
         """
-        x = as_image_batch(images)
-        dtype = next(self.model.parameters()).dtype
         chunks = []
-        for start in range(0, x.shape[0], self.batch_size):
-            chunk = x[start : start + self.batch_size]
-            if self.processing_size is not None:
-                chunk = F.interpolate(chunk, size=self.processing_size, mode="bilinear", align_corners=False,
-                                      antialias=True)
-            chunk = ((chunk - self.image_mean) / self.image_std).to(self.device, dtype)
+        for chunk in self._network_inputs(as_image_batch(images)):
             hidden = self.model(pixel_values=chunk, output_hidden_states=True).hidden_states
             if not hidden:
                 raise ValueError("the judge model returns no hidden states: no features for a Frechet distance")
