@@ -108,24 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--all_timesteps", action=bool_flag, default=False,
                    help="guidance: regress at every timestep, not only at the student sampler's")
 
-    g = p.add_argument_group("data (as training/train.py)")
-    g.add_argument("--dataset", default=None, help="dataset preset / file layout (default: the teacher's)")
-    g.add_argument("--data_dir", default=None, help="root folder of the dataset's files")
-    g.add_argument("--dataset_name", default=None, help="Hub id or local datasets folder (instead of --data_dir)")
-    g.add_argument("--dataset_config_name", default=None)
-    g.add_argument("--image_column", default="image")
-    g.add_argument("--label_column", default="label")
-    g.add_argument("--instance_column", default=None)
-    g.add_argument("--label_remap", default=None)
-    g.add_argument("--num_classes", type=int, default=None)
-    g.add_argument("--train_split", default="train")
-    g.add_argument("--validation_split", default="val")
-    g.add_argument("--cache_dir", default=None)
-    g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument("--train_transform", default="auto")
-    g.add_argument("--random_flip", action=bool_flag, default=True)
-    g.add_argument("--dataloader_num_workers", type=int, default=0)
-    g.add_argument("--validate_data", action=bool_flag, default=True)
+    g = p.add_argument_group("data (as training/train.py; dataset and resolution: the teacher's by default)")
+    base.add_data_arguments(g, resolution=False)
     g.add_argument("--train_fds", action=bool_flag, default=None,
                    help="apply FDS to the noisy training maps (default: as the teacher was trained)")
 

@@ -110,12 +110,9 @@ NOISE_STREAM = 1
 # Arguments
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+def add_data_arguments(g, resolution: bool = True) -> None:
+    """The data flags (shared with ``training/distill.py``, which takes the resolution from its teacher)."""
     bool_flag = argparse.BooleanOptionalAction
-    p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
-
-    g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None, help=f"dataset preset / file layout: {sorted(DATASET_PRESETS)}")
     g.add_argument("--data_dir", default=None, help="root folder of --dataset's files")
     g.add_argument("--dataset_name", default=None, help="Hub id or local datasets folder (instead of --data_dir)")
@@ -131,14 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--validation_split", default="val")
     g.add_argument("--cache_dir", default=None)
     g.add_argument("--max_train_samples", type=int, default=None, help="use only the first N training rows")
-    g.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="training resolution (default: the preset's, e.g. 256 512 for Cityscapes, 64 80 for CamVid)")
+    if resolution:
+        g.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
+                       help="training resolution (default: the preset's, e.g. 256 512 for Cityscapes, 64 80 for CamVid)")
     g.add_argument("--train_transform", default="auto", choices=("auto",) + TRANSFORMS,
                    help="auto: keep_aspect (Cityscapes), random_resized_crop (ADE20K/COCO), resize (others)")
     g.add_argument("--random_flip", action=bool_flag, default=True, help="random horizontal flip, p=0.5")
     g.add_argument("--dataloader_num_workers", type=int, default=0)
     g.add_argument("--validate_data", action=bool_flag, default=True,
                    help="check every label map (ids, sizes, pairs) before training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
+
+    add_data_arguments(p.add_argument_group("data"))
 
     g = p.add_argument_group("model and diffusion")
     g.add_argument("--model_config", default=None,
