@@ -1,7 +1,6 @@
 """Few-step GESCO (issue #16): consistency-distillation math, the objective, ``training/distill.py`` end to end with
 exact resume, and the student pipeline's call count. Data and teacher are tiny and made here (no ../shared)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from diffusers import LCMScheduler
 from safetensors.torch import load_file
 
+from _scripts import load_script
 from _data import write_camvid_like
 from gesco_diffusers.diffusion import GaussianDiffusion, official_ddpm_scheduler
 from gesco_diffusers.models import SemanticUNet2DModel, semantic_unet_config
@@ -25,13 +25,6 @@ from gesco_diffusers.training.consistency import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 distill = load_script("gesco_distill_script", REPO / "training" / "distill.py")

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from scipy.stats import chi2
 
+from _scripts import load_script
 from gesco_diffusers.channel import empirical_psnr
 from gesco_diffusers.data import SemanticDataError
 from gesco_diffusers.diffusion import GaussianDiffusion, default_scheduler
@@ -43,13 +44,6 @@ from gesco_diffusers.training import (
 from fixture_data import CAMVID  # 6 train + 4 val CamVid pairs
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train = load_script("gesco_train_script", REPO / "training" / "train.py")
