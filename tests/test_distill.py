@@ -274,6 +274,9 @@ def test_the_shipped_fast_model_samples_in_four_single_map_calls(one_thread):
     assert (folder / "model_index.json").is_file(), f"the distilled model is not shipped at {folder}"
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size < 30 * 2**20
+    card = (folder / "README.md").read_text()
+    assert card == (Path(__file__).resolve().parents[1] / "hub_cards" / "demo-camvid-fast.README.md").read_text()
+    assert "benchmarks/few_step.py" in card and "judge FD (not FID)" in card
     pipe = GescoPipeline.from_pretrained(str(folder), dtype=torch.float32)
     stored = pipe.config.semantic_config
     assert stored["guidance_scale"] == 1.0 and stored["distillation"]["teacher_guidance_scale"] == 1.5
