@@ -2,8 +2,8 @@
 
 Why not ``accelerator.save_state``: Accelerate stores the optimizer, the LR scheduler, the RNG states and every object
 registered with ``register_for_checkpointing`` (the EMA) as pickles, and ``load_state`` unpickles the registered ones
-(``custom_checkpoint_<i>.pkl``) with ``weights_only=False``: resuming from a folder someone else could write ran any
-code planted there. Here a checkpoint holds only two formats that cannot run code when read:
+(``custom_checkpoint_<i>.pkl``) with torch.load's weights-only guard off: resuming from a folder someone else could
+write ran any code planted there. Here a checkpoint holds only two formats that cannot run code when read:
 
 * ``<name>.safetensors``: tensors (model weights; the optimizer's moments; the EMA's shadow parameters);
 * ``<name>.json``: everything else, with tensors replaced by references into the ``.safetensors`` file of the same
