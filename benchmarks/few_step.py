@@ -148,8 +148,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the maps (0: none)")
-    parser.add_argument("--cache", default=None, help=f"teacher image cache (default {DEFAULT_CACHE.relative_to(REPO_ROOT)}; "
-                                                      "none with --quick; '' to recompute)")
+    parser.add_argument("--cache", default=None,
+                        help=f"teacher image cache (default {DEFAULT_CACHE.relative_to(REPO_ROOT)}; none with --quick; "
+                             "'' to recompute)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny random pipelines, 2 maps")

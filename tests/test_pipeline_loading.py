@@ -38,12 +38,14 @@ def test_save_pretrained_names_its_loading_modules(saved):
         (saved / "unet" / "unet_semantic.py").read_text()
 
 
-def test_diffusion_pipeline_from_pretrained_loads_it_in_a_fresh_interpreter(pipe, saved, tmp_path):
-    """The user's first line: nothing of gesco_diffusers imported beforehand, offline, the modules cache in tmp."""
+def test_diffusion_pipeline_from_pretrained_loads_it_in_a_fresh_interpreter(pipe, saved, tmp_path, single_thread):
+    """The user's first line: nothing of gesco_diffusers imported beforehand, offline, the modules cache in tmp.
+    Both sides run on one thread: with several, oneDNN may pick other kernels in another process (last-bit noise)."""
     expected = pipe(labels(), num_inference_steps=2, generator=gen(), output_type="np").images
     np.save(tmp_path / "labels.npy", labels().numpy())
     script = (
         "import sys, numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
         "from diffusers import DiffusionPipeline\n"
         "assert 'gesco_diffusers' not in sys.modules\n"
         "pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
@@ -53,7 +55,7 @@ def test_diffusion_pipeline_from_pretrained_loads_it_in_a_fresh_interpreter(pipe
         "              generator=torch.Generator().manual_seed(0), output_type='np').images\n"
         "np.save(sys.argv[3], images)\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", script, str(saved), str(tmp_path / "labels.npy"),
                           str(tmp_path / "images.npy")], env=env, capture_output=True, text=True, timeout=300)

@@ -10,9 +10,9 @@ map per image, so each sampling step is one U-Net call. Two methods (``--method`
 
 * ``consistency``: consistency distillation (LCM; :mod:`gesco_diffusers.training.consistency`): the student learns the
   guided teacher's probability-flow ODE endpoint and is sampled by diffusers' ``LCMScheduler`` on the grid;
-* ``guidance``: guidance distillation (Meng et al. 2023, stage one; :mod:`gesco_diffusers.training.guidance_distillation`):
-  the student regresses the guided teacher's output at the timesteps of a few-step stochastic sampler
-  (SDE-DPM-Solver++, trailing timesteps), which then samples it.
+* ``guidance``: guidance distillation (Meng et al. 2023, stage one;
+  :mod:`gesco_diffusers.training.guidance_distillation`): the student regresses the guided teacher's output at the
+  timesteps of a few-step stochastic sampler (SDE-DPM-Solver++ on a stored schedule), which then samples it.
 
 Data, noisy-map schedule (the teacher's, read from its ``semantic_config``), seeding and checkpoints are those of
 ``training/train.py``. Outputs in ``--output_dir``: ``checkpoint-<step>/`` (committed atomically, no pickle; resume with

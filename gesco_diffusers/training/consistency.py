@@ -37,7 +37,13 @@ from ..sender.encoding import SemanticEncoder
 from .noise_schedule import NoisyMapSchedule
 from .objective import received_maps
 
-__all__ = ["ConsistencyDistillationObjective", "SkippingStepSolver", "boundary_scalings", "pseudo_huber", "update_target"]
+__all__ = [
+    "ConsistencyDistillationObjective",
+    "SkippingStepSolver",
+    "boundary_scalings",
+    "pseudo_huber",
+    "update_target",
+]
 
 #: ``LCMScheduler`` defaults, which the student's sampler must share with training.
 SIGMA_DATA = 0.5
