@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["guided_model_output", "null_and_conditional_maps"]
+__all__ = ["guidance_maps", "guided_model_output", "null_and_conditional_maps"]
 
 
 def null_and_conditional_maps(segmap: torch.Tensor) -> torch.Tensor:
     """``[null; segmap]``: the null map is all zeros over every channel, edge channel included (the map CFG dropout
     trains, :func:`gesco_diffusers.training.drop_conditioning`)."""
     return torch.cat([torch.zeros_like(segmap), segmap])
+
+
+def guidance_maps(segmap: torch.Tensor, scale: float) -> torch.Tensor:
+    """The maps :func:`guided_model_output` takes at scale ``s``: ``[null; segmap]`` with guidance (``s > 1``),
+    ``segmap`` alone without."""
+    return null_and_conditional_maps(segmap) if scale > 1.0 else segmap
 
 
 def guided_model_output(unet, sample: torch.Tensor, timestep, maps, scale: float) -> torch.Tensor:

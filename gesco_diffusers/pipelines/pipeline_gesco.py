@@ -26,7 +26,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from ..diffusion.guidance import guided_model_output, null_and_conditional_maps
+from ..diffusion.guidance import guidance_maps, guided_model_output
 from ..diffusion.schedulers import DEFAULT_SAMPLING_STEPS, scheduler_incompatibility, scheduler_reads_learned_variance
 from ..models import SemanticModulationCache, SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
@@ -377,7 +377,7 @@ class GescoPipeline(DiffusionPipeline):
     def _model_maps(cond: torch.Tensor, scale: float, reuse_modulation: bool):
         """The maps the U-Net sees at every step: ``[null; cond]`` with guidance, ``cond`` without; wrapped in a
         :class:`SemanticModulationCache` when ``reuse_modulation``."""
-        maps = null_and_conditional_maps(cond) if scale > 1.0 else cond
+        maps = guidance_maps(cond, scale)
         return SemanticModulationCache(maps) if reuse_modulation else maps
 
     def check_inputs(

@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..diffusion.guidance import guided_model_output, null_and_conditional_maps
+from ..diffusion.guidance import guidance_maps, guided_model_output
 from ..diffusion.losses import GaussianDiffusion
 from ..sender.encoding import SemanticEncoder
 from .noise_schedule import NoisyMapSchedule
@@ -163,7 +163,7 @@ class ConsistencyDistillationObjective:
         return c_skip * sample + c_out * self.solver.predict_x0(sample, t, eps)
 
     def teacher_epsilon(self, segmap: torch.Tensor):
-        maps = null_and_conditional_maps(segmap) if self.guidance_scale > 1.0 else segmap
+        maps = guidance_maps(segmap, self.guidance_scale)
 
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             out = guided_model_output(self.teacher, x.to(self.teacher.dtype), t, maps.to(self.teacher.dtype),

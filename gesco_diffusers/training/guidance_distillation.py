@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..diffusion.guidance import guided_model_output, null_and_conditional_maps
+from ..diffusion.guidance import guidance_maps, guided_model_output
 from ..diffusion.losses import GaussianDiffusion, mean_flat
 from ..sender.encoding import SemanticEncoder
 from .noise_schedule import NoisyMapSchedule
@@ -87,7 +87,7 @@ class GuidanceDistillationObjective:
 
         prediction = student(x_t, t, segmap).sample.float()
         with torch.no_grad():
-            maps = null_and_conditional_maps(segmap) if self.guidance_scale > 1.0 else segmap
+            maps = guidance_maps(segmap, self.guidance_scale)
             target = guided_model_output(self.teacher, x_t.to(self.teacher.dtype), t, maps.to(self.teacher.dtype),
                                          self.guidance_scale).float()
         if prediction.shape != target.shape:
