@@ -51,3 +51,11 @@ def resolve_model(model: Optional[str]) -> Optional[str]:
 def sample_maps() -> list[Path]:
     """The shipped CamVid sample label maps (their photos are in the sibling ``images`` folder)."""
     return sorted((assets_dir() / "samples" / "camvid" / "labels").glob("*.png"))
+
+
+def sample_photo(map_path: Path) -> Optional[Path]:
+    """The photo of a label map laid out as the samples are (``<root>/labels/x.png`` -> ``<root>/images/x.png``), or
+    ``None`` when there is none."""
+    map_path = Path(map_path)
+    photo = map_path.parent.parent / "images" / map_path.name
+    return photo if photo.is_file() else None

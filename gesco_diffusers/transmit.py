@@ -10,73 +10,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 import PIL.Image
 import torch
 
-from .channel import CHANNEL_REGISTRY, PSNR_CONVENTIONS, build_channel, channel_for, channel_summary, describe_channel
-from .channel import MODULATIONS
+from .chain import build_link, load_pipeline, read_label_map, resize_labels, run_chain
+from .channel import CHANNEL_REGISTRY, MODULATIONS, PSNR_CONVENTIONS, describe_channel
 from .diffusion import SAMPLERS, build_scheduler
-from .evaluation.metrics.miou import compute_miou
-from .pipelines import GescoPipeline
-from .presets import DatasetPreset
-from .sender.codecs import available_codecs, encode_semantic_map
+from .sender.codecs import available_codecs
 from .receiver import FDS_METHODS
-from .shipped import DEFAULT_MODEL, SHIPPED_MODELS, resolve_model, sample_maps
+from .shipped import DEFAULT_MODEL, SHIPPED_MODELS, sample_maps, sample_photo
 from .utils.files import atomic_save, check_writable_dir
 from .visualize import colorize, make_panel
 
-
-
-def load_pipeline(model: Optional[str], device: str) -> tuple[GescoPipeline, str]:
-    """The pipeline to run and a one-line description of where it came from."""
-    model = resolve_model(model)
-    if model is None:
-        pipe = GescoPipeline.from_unet_config("camvid-small", dataset="camvid", seed=0)
-        return pipe.to(device), "UNTRAINED placeholder (random camvid-small weights: the image will be noise)"
-    if not os.path.isdir(model) and os.path.exists(model):
-        raise ValueError(f"--model {model!r} is not a pipeline folder")
-    if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "model_index.json")):
-        raise FileNotFoundError(f"--model {model!r} has no model_index.json: not a GescoPipeline folder")
-    # Shipped weights are fp16 (small); run in fp32 on a CPU, where half-precision kernels are slow or missing.
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    from diffusers.utils import logging as diffusers_logging
-
-    # No loading bars: the command prints its own report, and an error after loading must stay one line.
-    bars = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    try:
-        pipe = GescoPipeline.from_pretrained(model, torch_dtype=dtype)
-    finally:
-        if bars:
-            diffusers_logging.enable_progress_bar()
-    return pipe.to(device), model
-
-
-def read_label_map(path: Path, preset: DatasetPreset) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"label map not found: {path}")
-    with PIL.Image.open(path) as image:
-        if image.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(f"{path}: a label map must be a single-channel PNG of class ids, got mode {image.mode}")
-        labels = np.array(image).astype(np.int64)
-    foreign = np.unique(labels[labels >= preset.num_classes])
-    if foreign.size:
-        raise ValueError(
-            f"{path}: ids {foreign[:8].tolist()} are not {preset.name} classes (0..{preset.num_classes - 1})"
-        )
-    return labels
-
-
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize to ``size`` = (height, width), as label maps must be (no new ids)."""
-    image = PIL.Image.fromarray(labels.astype(np.int32), mode="I")
-    return np.array(image.resize((size[1], size[0]), PIL.Image.NEAREST)).astype(np.int64)
+# load_pipeline, read_label_map and resize_labels live in the library module .chain (the demo app uses them too);
+# they stay importable from here.
+__all__ = ["TransmitReport", "add_arguments", "check_arguments", "format_report", "load_pipeline", "read_label_map",
+           "resize_labels", "run", "transmit"]
 
 
 @dataclass
@@ -140,68 +92,39 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     size = tuple(args.size) if args.size else tuple(pipe.unet.config.sample_size)
     labels = resize_labels(labels_full, size)
 
-    # Sender: one-hot map, compressed losslessly; BPP per the codec module's definition (bits / (H x W)).
-    coded = encode_semantic_map(labels, codec=args.codec, representation="one_hot", num_classes=preset.num_classes)
-
-    # Channel and receiver preprocessing.
-    if args.channel == "digital":
-        modulation = args.modulation or "qpsk"
-        link = {} if args.rician_k is None else {"channel": "rician_flat", "rician_k": args.rician_k}
-        channel = build_channel("digital", ebn0_db=args.ebn0, modulation=modulation, **link)
-        fading = "multipath" if args.rician_k is None else f"flat Rician K={args.rician_k:g}"
-        channel_desc = f"digital OFDM/{modulation.upper()} link over {fading} at Eb/N0 {args.ebn0} dB"
-    elif args.psnr is None or np.isinf(args.psnr):
-        channel, channel_desc = None, "noiseless"
-    else:
-        # The PSNR convention stored with the model (a converted checkpoint: the authors' table), or --psnr-convention.
-        channel = channel_for(pipe, args.channel, args.psnr, psnr_convention=args.psnr_convention)
-        channel_desc = f"{args.channel} at PSNR {args.psnr} dB, {channel_summary(channel)}"
-    generator = torch.Generator().manual_seed(args.seed)
-    label_tensor = torch.from_numpy(labels)[None]
-    start = time.perf_counter()
-    maps = pipe.prepare_semantic_map(label_tensor, channel=channel, fds=args.fds, generator=generator,
-                                     device=torch.device("cpu"))
-    seconds_pre = time.perf_counter() - start
-
-    classes = preset.num_classes
-    received_ids = maps.received[:, :classes].argmax(1)
-    denoised_ids = maps.denoised[:, :classes].argmax(1)
-    miou_received = compute_miou(received_ids, label_tensor, classes, preset.ignore_ids).miou
-    miou_fds = compute_miou(denoised_ids, label_tensor, classes, preset.ignore_ids).miou
-
-    # Defaults are the pipeline's own (a distilled model stores 4 steps and guidance 1: it is in the weights).
-    guidance = pipe.default_guidance_scale if args.guidance is None else args.guidance
-    steps = args.steps if args.steps is not None else pipe.default_num_inference_steps
-    start = time.perf_counter()
-    image = pipe(maps.received, fds=args.fds, num_inference_steps=steps, guidance_scale=guidance,
-                 generator=torch.Generator().manual_seed(args.seed), output_type="pil").images[0]
-    seconds_gen = time.perf_counter() - start
+    # Channel (the PSNR convention stored with the model, or --psnr-convention), then the chain: sender (one-hot map,
+    # coded losslessly for the BPP), channel, FDS, generation.
+    channel, channel_desc = build_link(
+        pipe, args.channel, psnr_db=args.psnr, ebn0_db=args.ebn0,
+        modulation=args.modulation, rician_k=args.rician_k, psnr_convention=args.psnr_convention)
+    result = run_chain(pipe, labels, channel=channel, fds=args.fds, num_inference_steps=args.steps,
+                       guidance_scale=args.guidance, seed=args.seed, codec=args.codec)
 
     tiles = []
-    photo_path = Path(args.photo) if args.photo else map_path.parent.parent / "images" / map_path.name
-    if photo_path.is_file():
+    photo_path = Path(args.photo) if args.photo else sample_photo(map_path)
+    if photo_path is not None and photo_path.is_file():
         with PIL.Image.open(photo_path) as photo:
             tiles.append(("photo", photo.convert("RGB")))
     tiles += [
         ("sent map", colorize(labels, preset.palette)),
-        ("received", colorize(received_ids[0].numpy(), preset.palette)),
-        (f"FDS ({args.fds})", colorize(denoised_ids[0].numpy(), preset.palette)),
-        ("generated", image),
+        ("received", colorize(result.received, preset.palette)),
+        (f"FDS ({args.fds})", colorize(result.denoised, preset.palette)),
+        ("generated", result.image),
     ]
     scale = max(1, 180 // size[0])
     panel = make_panel(tiles, size=(size[1] * scale, size[0] * scale))
     paths = output_paths(out_dir, map_path)
     panel_path = paths["panel"]
     _save_atomically(panel, panel_path)
-    _save_atomically(image, paths["generated"])
+    _save_atomically(result.image, paths["generated"])
 
     return TransmitReport(
         model=model_desc, map=str(map_path), resolution=size, channel=channel_desc, codec=args.codec,
-        bpp=coded.bpp, bits_per_element=coded.bits_per_element, map_miou_received=miou_received,
-        map_miou_fds=miou_fds, fds=args.fds, sampler=args.sampler if args.sampler != "default" else
-        type(pipe.scheduler).__name__, steps=steps, guidance_scale=guidance, seed=args.seed,
-        seconds_preprocessing=seconds_pre, seconds_generation=seconds_gen, panel=str(panel_path),
-        extra={"channel": describe_channel(channel)},
+        bpp=result.bpp, bits_per_element=result.bits_per_element, map_miou_received=result.map_miou_received,
+        map_miou_fds=result.map_miou_fds, fds=args.fds, sampler=args.sampler if args.sampler != "default" else
+        result.sampler, steps=result.steps, guidance_scale=result.guidance_scale, seed=args.seed,
+        seconds_preprocessing=result.seconds_preprocessing, seconds_generation=result.seconds_generation,
+        panel=str(panel_path), extra={"channel": describe_channel(channel)},
     )
 
 

@@ -42,11 +42,13 @@ __all__ = [
     "DEFAULT_PSNRS",
     "FDS_ARMS",
     "default_settings",
+    "encode_label_maps",
     "load_label_maps",
     "build_parser",
     "main",
     "run",
     "run_map_level",
+    "score_channel",
 ]
 
 DEFAULT_PSNRS: tuple[float, ...] = (100, 30, 20, 15, 10, 5, 1)  # the paper's grid (Tables I-III)
@@ -195,11 +197,16 @@ def _encode_batches(maps: list, encoder: SemanticEncoder, batch_size: int) -> li
     return encoded
 
 
-def _evaluate_setting(
-    setting: ChannelSetting, batches: list, preset: DatasetPreset, seed: int
-) -> dict[str, Any]:
-    """mIoU of every FDS arm and the received MSE on transmitted elements, for one setting over all batches."""
-    channel = setting.build()
+def encode_label_maps(maps: list, preset: DatasetPreset, batch_size: int = 8) -> list[tuple[torch.Tensor, ...]]:
+    """The sender's one-hot maps of ``maps`` (a list of ``(labels, instances or None)`` ``(H, W)`` int64 tensors, as
+    :func:`load_label_maps` returns), encoded once for :func:`score_channel`."""
+    return _encode_batches(maps, SemanticEncoder.from_preset(preset), batch_size)
+
+
+def score_channel(channel: SemanticChannel, batches: list, preset: DatasetPreset, seed: int) -> dict[str, Any]:
+    """Send the encoded maps (:func:`encode_label_maps`) through ``channel`` and score every receiver arm of
+    :data:`FDS_ARMS` on the same realisation: ``miou_<arm>`` (Eq. 16, pooled over the maps) and the received MSE and
+    PSNR on the transmitted elements. The channel noise comes from a fresh generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)  # fresh per setting: results do not depend on the run order
     n = preset.num_classes
     arms = {arm: build_fds(method, num_classes=n) for arm, method in FDS_ARMS.items()}
@@ -218,12 +225,22 @@ def _evaluate_setting(
             matrices[arm].update(y[:, :n].argmax(1), labels)
     mse = squared_error / max(elements, 1)
     return {
-        "channel": setting.label,
-        "snr_name": setting.snr_name,
-        "snr_db": setting.snr_db,
         **{f"miou_{arm}": matrix.compute().miou for arm, matrix in matrices.items()},
         "received_mse": mse,
         "received_psnr_db": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
+    }
+
+
+def _evaluate_setting(
+    setting: ChannelSetting, batches: list, preset: DatasetPreset, seed: int
+) -> dict[str, Any]:
+    """mIoU of every FDS arm and the received MSE on transmitted elements, for one setting over all batches."""
+    channel = setting.build()
+    return {
+        "channel": setting.label,
+        "snr_name": setting.snr_name,
+        "snr_db": setting.snr_db,
+        **score_channel(channel, batches, preset, seed),
         "params": channel.describe(),
     }
 
@@ -349,7 +366,7 @@ def run_map_level(
     maps = load_label_maps(preset, data_root, split, limit, preset.resolution if resize == "preset" else None)
     settings = default_settings(psnrs, ebn0s, channels)
     rows, start = [], time.perf_counter()
-    batches = _encode_batches(maps, SemanticEncoder.from_preset(preset), batch_size)
+    batches = encode_label_maps(maps, preset, batch_size)
     for setting in settings:
         rows.append(_evaluate_setting(setting, batches, preset, seed))
         if verbose:
