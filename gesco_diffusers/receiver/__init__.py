@@ -17,6 +17,7 @@ __all__ = [
     "FDS_METHODS",
     "AdaptiveFastDenoisingSemantic",
     "FastDenoisingSemantic",
+    "MapDenoiser",
     "adaptive_fast_denoise",
     "build_fds",
     "estimate_channel_sigma",
@@ -24,6 +25,17 @@ __all__ = [
     "fast_denoise",
     "potts_mean_field",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The learned denoiser is a diffusers ModelMixin: import it only when asked for, so that the channel and the
+    # paper's FDS stay importable without diffusers.
+    if name == "MapDenoiser":
+        from .learned_denoiser import MapDenoiser
+
+        return MapDenoiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Names accepted by :func:`build_fds` (and by ``GescoPipeline(..., fds=<name>)``).
 FDS_METHODS = ("paper", "adaptive", "none")
