@@ -2,7 +2,7 @@
 
 Subcommands: ``transmit`` (the whole chain on one map), ``convert`` (the authors' checkpoints), ``publish`` (a
 pipeline folder to the Hub), ``map-level`` (the FDS/channel experiment that needs no model), ``evaluate`` (the
-paper's KPIs over channel conditions), ``generate`` (images for a folder of label maps).
+paper's KPIs over channel conditions), ``generate`` (images for a folder of label maps), ``demo`` (the Gradio app).
 Errors are reported in one line with a non-zero exit status, never as a traceback.
 """
 
@@ -21,6 +21,7 @@ HELP = {
     "map-level": "map mIoU with and without FDS over channels (no model needed)",
     "evaluate": "generate and score images over channel conditions (Tables I-VIII)",
     "generate": "regenerate images for a folder of label maps (resumable, shards under torchrun/accelerate)",
+    "demo": "serve the Gradio demo app (transmit a map, sweep PSNR) on the shipped models; needs the [demo] extra",
 }
 
 
@@ -85,8 +86,16 @@ def _generate(sub) -> Callable:
     return generate.run
 
 
+def _demo(sub) -> Callable:
+    from .demo import cli  # light: gradio and torch load when the command runs
+
+    parser = sub.add_parser("demo", help=HELP["demo"])
+    cli.add_arguments(parser)
+    return cli.run
+
+
 SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, "map-level": _map_level,
-               "evaluate": _evaluate, "generate": _generate}
+               "evaluate": _evaluate, "generate": _generate, "demo": _demo}
 
 
 def build_parser(command: Optional[str] = None) -> tuple[argparse.ArgumentParser, dict]:

@@ -1,0 +1,44 @@
+"""``gesco demo``: serve the Gradio app (:mod:`gesco_diffusers.demo.app`) on a local address.
+
+Light to import: gradio and torch load only when the command runs, so ``gesco demo --help`` stays fast and works
+without the ``[demo]`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..shipped import DEFAULT_MODEL, SHIPPED_MODELS
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--share", action="store_true",
+                        help="also open a public gradio.live link (needs the Internet; off by default)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model selected at start: a shipped one {sorted(SHIPPED_MODELS)} or a GescoPipeline "
+                             f"folder (added to the choices); default: {DEFAULT_MODEL}")
+    parser.add_argument("--device", default=None, help="where the pipelines run (default: cuda when available)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    from ..shipped import resolve_model
+
+    resolve_model(args.model)  # a shipped model that is not installed: an error before the server starts
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    from .app import build_demo  # gradio and torch, only now
+
+    demo = build_demo(model=args.model, device=args.device)
+    print(f"gesco demo: serving on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                        quiet=True)
+    return 0
