@@ -13,12 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gesco_diffusers import GescoPipeline  # noqa: E402
-from gesco_diffusers.evaluation.evaluator import (  # noqa: E402
-    ChannelCondition,
-    EvaluationData,
-    GenerationSettings,
-    PipelineImages,
-)
+from gesco_diffusers.evaluation.data import EvaluationData  # noqa: E402
+from gesco_diffusers.evaluation.protocol import ChannelCondition  # noqa: E402
+from gesco_diffusers.evaluation.sources import GenerationSettings, PipelineImages  # noqa: E402
 
 torch.set_num_threads(1)
 pipe = GescoPipeline.from_pretrained("gesco_diffusers/assets/demo/camvid")

@@ -52,7 +52,7 @@ from benchmarks.sampler_quality import (  # noqa: E402
 from benchmarks.sampling_cost import authors_protocol  # noqa: E402
 from gesco_diffusers.channel import AWGNChannel  # noqa: E402
 from gesco_diffusers.diffusion import DEFAULT_SAMPLING_STEPS, build_scheduler  # noqa: E402
-from gesco_diffusers.evaluation.evaluator import EvaluationData  # noqa: E402
+from gesco_diffusers.evaluation.data import EvaluationData  # noqa: E402
 from gesco_diffusers.evaluation.metrics import FIDMetric, JudgeFeatureExtractor, SegmentationJudge  # noqa: E402
 from gesco_diffusers.evaluation.metrics.segmentation_judge import default_camvid_judge_path  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.sampling_cost import load_pipeline  # noqa: E402
 from gesco_diffusers.diffusion import SAMPLERS, X0_CLIPPING, build_scheduler  # noqa: E402
-from gesco_diffusers.evaluation.evaluator import EvaluationData  # noqa: E402
+from gesco_diffusers.evaluation.data import EvaluationData  # noqa: E402
 from gesco_diffusers.evaluation.metrics.miou import ConfusionMatrix  # noqa: E402
 from gesco_diffusers.evaluation.metrics.segmentation_judge import SegmentationJudge, default_camvid_judge_path  # noqa: E402
 from gesco_diffusers.utils.files import atomic_save  # noqa: E402

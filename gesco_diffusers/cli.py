@@ -71,7 +71,7 @@ def _map_level(sub) -> Callable:
 
 def _evaluate(sub) -> Callable:
     # (the package exports the function `evaluate`, which hides the module of the same name: import from the module)
-    from .evaluation.evaluator import build_parser, run
+    from .evaluation.cli import build_parser, run
 
     parser = sub.add_parser("evaluate", help=HELP["evaluate"])
     build_parser(parser)

@@ -12,7 +12,6 @@ writes its own images, and a second launch into the same folder is refused while
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -87,20 +86,22 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
     """Generate ``out_dir/<stem>.png`` for every map of ``maps_dir`` not done yet; return a summary (every rank)."""
     from .channel import channel_for
     from .evaluation.distributed import Processes
-    from .evaluation.evaluator import (
-        ChannelCondition, EvaluationItem, GenerationSettings, PipelineImages, _atomic_json, _check_folder,
-        _check_generation_arguments, _load_pipeline, _model, _remove_stale_temporaries, _sampling, _save_png,
-        model_fingerprint,
+    from .evaluation.data import EvaluationItem
+    from .evaluation.protocol import ChannelCondition
+    from .evaluation.sources import (
+        GenerationSettings, PipelineImages, check_generation_arguments, load_pipeline, sampling,
     )
+    from .evaluation.store import check_folder, model_fingerprint, remove_stale_temporaries, save_png, write_settings
+    from .shipped import required_model
     from .utils.files import check_writable_dir
 
-    _check_generation_arguments(seed, batch_size, 1 if num_inference_steps is None else num_inference_steps, [fds])
+    check_generation_arguments(seed, batch_size, 1 if num_inference_steps is None else num_inference_steps, [fds])
     maps_dir, out = Path(maps_dir), Path(out_dir)
     check_writable_dir(out)
     condition = ChannelCondition(None if channel in (None, "none") else channel,
                                  None if channel in (None, "none") else level_db)
     processes = Processes(device)
-    pipe = _load_pipeline(_model(model), processes.device)
+    pipe = load_pipeline(required_model(model), processes.device)
     factor = pipe.unet.downsampling_factor
     stems, maps = read_maps(maps_dir, pipe.dataset_preset.num_classes)
     for stem, labels in zip(stems, maps):
@@ -111,14 +112,14 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
         channel_for(pipe, condition.channel, condition.level_db, psnr_convention)  # a bad level fails now
     steps = pipe.default_num_inference_steps if num_inference_steps is None else num_inference_steps
     guidance = pipe.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-    with processes.lock(out, "generate"), _sampling([pipe], sampler):
+    with processes.lock(out, "generate"), sampling([pipe], sampler):
         settings = {"model": model_fingerprint(pipe), "channel": condition.describe(), "fds": fds,
                     "sampler": type(pipe.scheduler).__name__, "steps": steps, "guidance_scale": guidance,
                     "seed": seed, "psnr_convention": psnr_convention,
                     "seeding": "sampler: seed + map index; channel: derive_seed(seed + map index, 1)"}
         error, unwritten = None, False
         try:
-            unwritten = _check_folder(out, settings)
+            unwritten = check_folder(out, settings)
         except ValueError as err:
             error = err
         processes.check(error if processes.is_main else None)
@@ -126,9 +127,9 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
             raise error
         todo = None
         if processes.is_main:
-            _remove_stale_temporaries(out)
+            remove_stale_temporaries(out)
             if unwritten:
-                _atomic_json(out / "settings.json", json.loads(json.dumps(settings, sort_keys=True)))
+                write_settings(out, settings)
             todo = [i for i, stem in enumerate(stems) if not (out / f"{stem}.png").is_file()]
         todo = processes.broadcast(todo)
         batches = _batches([tuple(m.shape) for m in maps], todo, batch_size)
@@ -143,7 +144,7 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
         for batch in mine:
             items = [EvaluationItem(i, stems[i], None, maps[i]) for i in batch]
             for item, picture in zip(items, make(items)):
-                _save_png(picture, out / f"{item.stem}.png")
+                save_png(picture, out / f"{item.stem}.png")
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:

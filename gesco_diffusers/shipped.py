@@ -48,6 +48,14 @@ def resolve_model(model: Optional[str]) -> Optional[str]:
     return model
 
 
+def required_model(model: Optional[str]) -> str:
+    """:func:`resolve_model` for the commands that need a trained model: an error where it gives ``None``."""
+    resolved = resolve_model(model)
+    if resolved is None:
+        raise FileNotFoundError(f"no --model given and the shipped {DEFAULT_MODEL!r} model is not installed")
+    return resolved
+
+
 def sample_maps() -> list[Path]:
     """The shipped CamVid sample label maps (their photos are in the sibling ``images`` folder)."""
     return sorted((assets_dir() / "samples" / "camvid" / "labels").glob("*.png"))

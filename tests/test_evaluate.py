@@ -1,4 +1,4 @@
-"""Tests of `gesco evaluate` (gesco_diffusers.evaluation.evaluator) and its reports (paper-layout tables, plots).
+"""Tests of `gesco evaluate` (gesco_diffusers.evaluation) and its reports (paper-layout tables, plots).
 
 Everything runs on tiny random networks built here (pipeline, SegFormer judge, LPIPS backbone, FID features, DPT) and on
 4 CamVid val maps at 32x40; nothing is downloaded.
@@ -23,6 +23,7 @@ from gesco_diffusers.evaluation import (
     ChannelCondition,
     EvaluationData,
     EvaluationReport,
+    EvaluationSettings,
     Method,
     Run,
     RunRecord,
@@ -274,11 +275,14 @@ def tiny_dpt(tmp_path_factory):
 def test_python_api_ablation_fid_depth_and_batching(assets, cli_run, tiny_dpt, tmp_path):
     cli_out = cli_run[0]
     lines = []
+    settings = EvaluationSettings(
+        dataset="camvid", split="val", conditions=[ChannelCondition("awgn", 10)], data_dir=CAMVID, limit=3, size=SIZE,
+        num_inference_steps=2, batch_size=2, device="cpu", image_codec=None, rate_distortion=False, out_dir=tmp_path,
+        fds=("paper", "none", "adaptive"),
+    )
     report = evaluate(
-        assets / "pipe", "camvid", "val", [ChannelCondition("awgn", 10)], data_dir=CAMVID, limit=3, size=SIZE,
-        num_inference_steps=2, batch_size=2, device="cpu", ablation_pipeline=assets / "ablation",
+        assets / "pipe", settings, ablation_pipeline=assets / "ablation", log=lines.append,
         networks=ScoringNetworks(judge=assets / "judge", lpips=None, fid=_TinyFeatures(), depth_model=tiny_dpt),
-        image_codec=None, rate_distortion=False, out_dir=tmp_path, log=lines.append, fds=("paper", "none", "adaptive"),
     )
     names = [r.name for r in report.records]
     assert names == ["awgn_psnr10__ours_fds-paper", "awgn_psnr10__ours_fds-none", "awgn_psnr10__ours_fds-adaptive",
@@ -316,9 +320,7 @@ def test_python_api_ablation_fid_depth_and_batching(assets, cli_run, tiny_dpt, t
     assert "table_I_fid_awgn" in tables and "fig_7_rate_distortion" not in tables
     # The same folder with other sampling settings is refused instead of mixing images.
     with pytest.raises(ValueError, match="other settings"):
-        evaluate(assets / "pipe", "camvid", conditions=[ChannelCondition("awgn", 10)], data_dir=CAMVID, limit=3,
-                 size=SIZE, num_inference_steps=3, device="cpu", networks=NO_NETWORKS, image_codec=None,
-                 rate_distortion=False, out_dir=tmp_path)
+        evaluate(assets / "pipe", settings, networks=NO_NETWORKS, num_inference_steps=3)
 
 
 def _record(label_method: str, level, lpips, miou, fds=None, **extra) -> RunRecord:
@@ -380,7 +382,7 @@ def test_conditions_methods_and_errors(assets, tmp_path):
 
 def test_model_fingerprint_sees_permuted_weights():
     """Per-tensor sums (the old fingerprint) are blind to a permutation of a tensor's values; the bytes are not."""
-    from gesco_diffusers.evaluation.evaluator import model_fingerprint
+    from gesco_diffusers.evaluation.store import model_fingerprint
 
     pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid", seed=0)
     before = model_fingerprint(pipe)
@@ -396,7 +398,7 @@ def test_model_fingerprint_sees_permuted_weights():
 def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_path, monkeypatch):
     """A converted checkpoint stores psnr_convention="official_table": its `ours` runs at "10 dB" get the authors'
     sigma 0.36, measured on the received maps; psnr_convention="paper" overrides it (sigma 0.316)."""
-    from gesco_diffusers.evaluation.evaluator import GenerationSettings, PipelineImages
+    from gesco_diffusers.evaluation.sources import GenerationSettings, PipelineImages
 
     trained = GescoPipeline.from_pretrained(assets / "pipe")
     converted = GescoPipeline(unet=trained.unet, scheduler=trained.scheduler,
@@ -421,8 +423,8 @@ def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_pat
 
     def run(out, **kwargs):
         chains.clear()
-        report = evaluate(converted, "camvid", "val", [awgn10], data_dir=CAMVID, limit=4, size=SIZE, fds=("none",),
-                          num_inference_steps=1, device="cpu", networks=NO_NETWORKS, image_codec=None,
+        report = evaluate(converted, dataset="camvid", conditions=[awgn10], data_dir=CAMVID, limit=4, size=SIZE,
+                          fds=("none",), num_inference_steps=1, device="cpu", networks=NO_NETWORKS, image_codec=None,
                           rate_distortion=False, out_dir=out, **kwargs)
         sent = [m for m in chains if m.clean is not None]  # (the sampling call gets the received map)
         assert len(sent) == 4
@@ -441,7 +443,7 @@ def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_pat
     assert sigma == pytest.approx(10 ** -0.5, rel=0.03) and report.settings["psnr_convention"] == "paper"
     # A level the table does not hold fails before any image is made.
     with pytest.raises(ValueError, match="PSNR 12 dB is not in the official table.*--psnr-convention paper"):
-        evaluate(converted, "camvid", "val", [ChannelCondition("awgn", 12)], data_dir=CAMVID, limit=1, size=SIZE,
-                 device="cpu", networks=NO_NETWORKS, image_codec=None, out_dir=tmp_path / "twelve")
+        evaluate(converted, dataset="camvid", conditions=[ChannelCondition("awgn", 12)], data_dir=CAMVID, limit=1,
+                 size=SIZE, device="cpu", networks=NO_NETWORKS, image_codec=None, out_dir=tmp_path / "twelve")
     assert not (tmp_path / "twelve").exists()
     assert main(["evaluate", "--psnr-convention", "tabel"]) == 2  # argparse choices

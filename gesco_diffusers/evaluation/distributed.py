@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional, Sequence, TypeVar, Union
 
 import torch
 
-__all__ = ["LOCK_NAME", "Processes", "launch_mismatch", "requested_world_size"]
+__all__ = ["LOCK_NAME", "Processes", "SingleProcess", "launch_mismatch", "numbered_batches", "requested_world_size"]
 
 T = TypeVar("T")
 LOCK_NAME = ".gesco.lock"
@@ -163,3 +163,31 @@ class Processes:
                 with contextlib.suppress(OSError):
                     path.unlink()  # a finished run leaves no lock file (a killed one leaves an unlocked one)
                 handle.close()
+
+
+class SingleProcess:
+    """A stand-in for :class:`Processes` when a caller works without a launch (one process, no Accelerate state)."""
+
+    num_processes, process_index, is_main = 1, 0, True
+
+    def shard(self, work):
+        return list(work)
+
+    def gather(self, objects):
+        return list(objects)
+
+    def broadcast(self, value):
+        return value
+
+    def check(self, error):
+        if error is not None:
+            raise error
+
+    def wait(self):
+        pass
+
+
+def numbered_batches(indices: Sequence[int], batch_size: int) -> list[tuple[int, list[int]]]:
+    """``indices`` cut into numbered batches: the same batches whatever the number of processes."""
+    indices = list(indices)
+    return list(enumerate(indices[start : start + batch_size] for start in range(0, len(indices), batch_size)))
