@@ -592,6 +592,65 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(launched_run, tmp_
     assert not (out / ".checkpoint-6.tmp").exists() and not (tmp_path / "ran").exists()
 
 
+# Loaded at start-up (sitecustomize) by the launched training process only: while checkpoint 6 is being written, it
+# marks the moment and stalls there, so the test can SIGKILL the real process in the middle of the save.
+_STALL_SAVE = """
+import os, time
+from pathlib import Path
+import gesco_diffusers.training.checkpoints as checkpoints
+_write_state = checkpoints.write_state
+
+def write_state(folder, name, state):
+    _write_state(folder, name, state)
+    if Path(folder).name == ".checkpoint-6.tmp":
+        Path(os.environ["GESCO_TEST_MARKER"]).write_text("saving")
+        time.sleep(600)
+
+checkpoints.write_state = write_state
+"""
+
+
+def test_sigkill_of_accelerate_launch_mid_save_resumes_to_the_same_weights(launched_run, tmp_path):
+    """A real ``kill -9`` of the launched training processes while checkpoint 6 is half-written; the next launch
+    with ``--resume_from_checkpoint latest`` ignores the half-written folder and ends with the uninterrupted weights."""
+    import signal
+    import time
+
+    hook, out, marker = tmp_path / "hook", tmp_path / "killed", tmp_path / "saving"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_STALL_SAVE)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines",
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "train.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{hook}{os.pathsep}{REPO}",
+           "GESCO_TEST_MARKER": str(marker)}
+    proc = subprocess.Popen(launch + tiny_args(out, extra=["--report_to", "none"]), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.stderr.read().decode()[-3000:] if proc.poll() is not None else "timed out"
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the training process it started
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stderr.close()
+    assert (out / ".checkpoint-6.tmp").is_dir() and latest_checkpoint(out).name == "checkpoint-4"
+
+    env["PYTHONPATH"] = str(REPO)  # no stall this time
+    result = subprocess.run(launch + tiny_args(out, extra=["--report_to", "none", "--resume_from_checkpoint", "latest"]),
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in read_log(out)] == list(range(1, 9))
+    for name in ("checkpoint-8/model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
+        ours, theirs = load_file(str(out / name)), load_file(str(launched_run / name))
+        assert ours.keys() == theirs.keys()
+        for key in theirs:
+            torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
+    assert not (out / ".checkpoint-6.tmp").exists()
+
+
 def test_time_budget_stops_cleanly(tmp_path, one_thread):
     out = train.main(train.parse_args(tiny_args(tmp_path / "budget", steps=1000,
                                                 extra=["--report_to", "none", "--max_train_minutes", "1e-6"])))
