@@ -13,6 +13,7 @@ shipped in the package. The computations are :mod:`gesco_diffusers.demo.core`'s;
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable, Optional
 
 try:
@@ -46,6 +47,11 @@ def _shown(image: Optional[PIL.Image.Image]) -> Optional[PIL.Image.Image]:
     return image.convert("RGB").resize((width, DISPLAY_HEIGHT), PIL.Image.NEAREST)
 
 
+#: Bad input: shown to the user, no traceback in the server's log. Anything else is shown too, and logged in full.
+_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError)
+_QUIET = {"print_exception": False} if "print_exception" in inspect.signature(gr.Error).parameters else {}
+
+
 def _one_line_errors(fn: Callable) -> Callable:
     """Run ``fn``; bad input (and any other failure) becomes a ``gr.Error`` with the first line of its message."""
 
@@ -57,7 +63,8 @@ def _one_line_errors(fn: Callable) -> Callable:
             raise
         except Exception as err:  # noqa: BLE001 - the UI shows every failure in one line, never a traceback
             text = str(err).strip()
-            raise gr.Error(text.splitlines()[0] if text else type(err).__name__) from err
+            quiet = _QUIET if isinstance(err, _INPUT_ERRORS) else {}
+            raise gr.Error(text.splitlines()[0] if text else type(err).__name__, **quiet) from err
 
     return wrapper
 
