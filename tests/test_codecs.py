@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gesco_diffusers.sender import codecs
+from gesco_diffusers.data import load_label_array
+from gesco_diffusers.experiments.codec_bpp import codec_bpp_table
+from gesco_diffusers.sender.codecs import container
 from gesco_diffusers.sender.codecs import (
     CodedMap,
     available_codecs,
-    codec_bpp_table,
     decode_semantic_map,
     encode_image,
     encode_semantic_map,
@@ -38,7 +39,7 @@ def _camvid_pairs(n: int) -> list[tuple[Path, Path]]:
 
 
 def _load_labels(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path)).astype(np.int64)
+    return load_label_array(Image.open(path), str(path))
 
 
 def _real_maps() -> list[tuple[str, np.ndarray, int]]:
@@ -167,10 +168,10 @@ def test_stripped_stream_decodes_like_the_full_file_and_is_smaller(camvid_photo,
 
 
 def test_unparsable_file_is_sent_whole():
-    assert codecs._strip_container(b"not an iso-bmff file") == b"\x00not an iso-bmff file"
-    assert codecs._rebuild_container(b"\x00not an iso-bmff file") == b"not an iso-bmff file"
+    assert container.strip_container(b"not an iso-bmff file") == b"\x00not an iso-bmff file"
+    assert container.rebuild_container(b"\x00not an iso-bmff file") == b"not an iso-bmff file"
     with pytest.raises(ValueError, match="unknown header"):
-        codecs._rebuild_container(b"\x07" + bytes(20))
+        container.rebuild_container(b"\x07" + bytes(20))
 
 
 # ---------------------------------------------------------------------------------------------------------------

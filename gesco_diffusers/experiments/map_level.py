@@ -399,7 +399,7 @@ def codec_table_from_files(dataset: str, data_root, split: Optional[str], limit:
     """The codec hook of :func:`run_map_level` for the shared data: the BPP of the dataset's label PNGs with every
     available lossless codec (one-hot and label-id representations) and, where photos exist (CamVid), the lossy
     photo codec at several qualities (paper Fig. 7 / Fig. 8)."""
-    from ..sender.codecs import codec_bpp_table
+    from .codec_bpp import codec_bpp_table
 
     preset = get_dataset_preset(dataset)
     root = Path(data_root) if data_root else default_data_root()

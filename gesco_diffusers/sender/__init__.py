@@ -12,5 +12,3 @@ from .encoding import (
 )
 
 __all__ = [*encoding.__all__]
-
-# codecs exports are added by sender/codecs.py owner
