@@ -18,6 +18,19 @@ SHIPPED_MODELS = {"demo": "camvid", "fast": "camvid-fast"}
 DEFAULT_MODEL = "demo"
 
 
+#: Shipped comparison networks (``gesco_diffusers/assets/baselines``), trained by ``training/train_baseline.py``:
+#: DeepJSCC at two bandwidth ratios (Fig. 10) and the learned map denoiser (Table IX).
+SHIPPED_BASELINES = {
+    "deepjscc-r1_4": "camvid-deepjscc-r1_4",
+    "deepjscc-r1_2": "camvid-deepjscc-r1_2",
+    "map-denoiser": "camvid-map-denoiser",
+}
+#: What ``gesco evaluate --baselines deepjscc`` runs when no model folders are given.
+DEFAULT_DEEPJSCC = ("deepjscc-r1_4", "deepjscc-r1_2")
+#: The receiver of ``--fds learned`` when no ``--denoiser`` is given.
+DEFAULT_DENOISER = "map-denoiser"
+
+
 def assets_dir() -> Path:
     return Path(str(resources.files("gesco_diffusers").joinpath("assets")))
 
@@ -46,6 +59,16 @@ def resolve_model(model: Optional[str]) -> Optional[str]:
             raise FileNotFoundError(f"the shipped model {model!r} is not installed at {path}")
         return str(path)
     return model
+
+
+def resolve_baseline(spec: str) -> str:
+    """A shipped baseline's short name -> its folder (which must be installed); a folder or Hub id unchanged."""
+    if spec in SHIPPED_BASELINES:
+        path = assets_dir() / "baselines" / SHIPPED_BASELINES[spec]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"the shipped baseline {spec!r} is not installed at {path}")
+        return str(path)
+    return spec
 
 
 def required_model(model: Optional[str]) -> str:

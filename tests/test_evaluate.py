@@ -447,3 +447,55 @@ def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_pat
                  size=SIZE, device="cpu", networks=NO_NETWORKS, image_codec=None, out_dir=tmp_path / "twelve")
     assert not (tmp_path / "twelve").exists()
     assert main(["evaluate", "--psnr-convention", "tabel"]) == 2  # argparse choices
+
+
+def test_deepjscc_and_the_learned_denoiser_run_beside_the_pipeline(assets, tmp_path):
+    """Fig. 10 and Table IX in one evaluation: the DeepJSCC network at every analog condition (its own images, its
+    channel uses per pixel), the learned denoiser as an FDS mode; networks for another resolution or class count are
+    refused before anything is generated."""
+    from gesco_diffusers.baselines import DeepJSCC
+    from gesco_diffusers.evaluation.reports import render_tables
+    from gesco_diffusers.receiver import MapDenoiser
+
+    torch.manual_seed(0)
+    DeepJSCC(resolution=list(SIZE), bandwidth_ratio=0.25).save_pretrained(tmp_path / "dj-r1_4")
+    DeepJSCC(resolution=[64, 80], bandwidth_ratio=0.25).save_pretrained(tmp_path / "dj-64x80")
+    MapDenoiser(num_classes=12).save_pretrained(tmp_path / "denoiser")
+    MapDenoiser(num_classes=35, dataset="cityscapes").save_pretrained(tmp_path / "denoiser-35")
+    grid = channel_grid(["awgn"], psnrs=[10, 1])
+    common = dict(conditions=grid, data_dir=CAMVID, size=SIZE, limit=2, num_inference_steps=1, image_codec=None,
+                  rate_distortion=False, device="cpu")
+    report = evaluate(assets / "pipe", out_dir=tmp_path / "out", networks=NO_NETWORKS, fds=("paper", "learned"),
+                      deepjscc=[str(tmp_path / "dj-r1_4")], denoiser=str(tmp_path / "denoiser"), **common)
+    names = sorted(r.name for r in report.records)
+    assert names == sorted(f"awgn_psnr{p}__{m}" for p in (10, 1)
+                           for m in ("ours_fds-paper", "ours_fds-learned", "deepjscc_dj-r1_4"))
+    jscc = report.record("awgn_psnr10__deepjscc_dj-r1_4")
+    assert jscc.label == "DeepJSCC (dj-r1_4)" and jscc.kpis["cpp"] == pytest.approx(0.75) and "bpp" not in jscc.kpis
+    ours = report.record("awgn_psnr10__ours_fds-paper")
+    assert ours.kpis["cpp"] == pytest.approx(ours.kpis["bpp"] / 2)  # the coded map's bits on uncoded QPSK
+    # The DeepJSCC images are the network's output through the channel with item i's channel generator.
+    from gesco_diffusers.evaluation.data import EvaluationData
+    from gesco_diffusers.evaluation.sources import channel_generator
+
+    model = DeepJSCC.from_pretrained(tmp_path / "dj-r1_4").eval()
+    item = EvaluationData("camvid", "val", SIZE, data_dir=CAMVID, limit=2).item(1)
+    with torch.no_grad():
+        symbols = AWGNChannel(1.0)(model.encode(item.photo[None].float() / 255), generator=channel_generator(0, 1))
+        expected = (model.decode(symbols)[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    saved = np.asarray(PIL.Image.open(tmp_path / "out" / "images" / "awgn_psnr1__deepjscc_dj-r1_4" / f"{item.stem}.png"))
+    assert np.array_equal(saved, expected)
+    # Learned and paper receivers see the same received map but give different images.
+    folder = tmp_path / "out" / "images"
+    assert not np.array_equal(np.asarray(PIL.Image.open(folder / "awgn_psnr1__ours_fds-learned" / f"{item.stem}.png")),
+                              np.asarray(PIL.Image.open(folder / "awgn_psnr1__ours_fds-paper" / f"{item.stem}.png")))
+    assert "fig_10_jscc" in render_tables(report)
+    with pytest.raises(ValueError, match="trained on camvid at 64x80"):
+        evaluate(assets / "pipe", out_dir=tmp_path / "x", networks=NO_NETWORKS, deepjscc=[str(tmp_path / "dj-64x80")],
+                 **common)
+    with pytest.raises(ValueError, match="cleans maps of 35 classes"):
+        evaluate(assets / "pipe", out_dir=tmp_path / "x", networks=NO_NETWORKS, fds=("learned",),
+                 denoiser=str(tmp_path / "denoiser-35"), **common)
+    with pytest.raises(ValueError, match="give both or neither"):
+        evaluate(assets / "pipe", out_dir=tmp_path / "x", networks=NO_NETWORKS, fds=("learned",), **common)
+    assert not (tmp_path / "x").exists()

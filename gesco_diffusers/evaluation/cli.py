@@ -32,7 +32,14 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--psnrs", type=float, nargs="+", default=list(PAPER_PSNRS), help="PSNRs in dB (Eq. 15)")
     parser.add_argument("--ebn0s", type=float, nargs="+", default=[], help="Eb/N0 values in dB for --channels digital")
     parser.add_argument("--fds", nargs="+", default=list(PAPER_FDS_MODES), choices=FDS_MODES,
-                        help="FDS arms: paper (Eq. 1), none, adaptive (default: paper none)")
+                        help="receiver arms: paper (Eq. 1), none, adaptive, learned (the trained map denoiser of "
+                             "Table IX, see --denoiser) (default: paper none)")
+    parser.add_argument("--denoiser", help="MapDenoiser folder of --fds learned (default: the shipped CamVid one)")
+    parser.add_argument("--baselines", nargs="+", default=[], choices=("deepjscc",),
+                        help="comparison systems run at every analog condition: deepjscc (Fig. 10)")
+    parser.add_argument("--deepjscc-models", nargs="+", default=None,
+                        help="DeepJSCC folders or shipped names for --baselines deepjscc (default: the shipped "
+                             "deepjscc-r1_4 and deepjscc-r1_2)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
     parser.add_argument("--sampler", default="default", choices=("default",) + tuple(SAMPLERS))
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")
@@ -65,13 +72,20 @@ def run(args: argparse.Namespace) -> int:
     """``gesco evaluate``: evaluate, write the report, print the tables and where everything went."""
     from accelerate import PartialState
 
-    from ..shipped import required_model
+    from ..receiver import LEARNED_RECEIVER
+    from ..shipped import DEFAULT_DEEPJSCC, DEFAULT_DENOISER, required_model
     from .evaluator import EvaluationSettings, evaluate
     from .protocol import channel_grid
     from .reports import tables_markdown
     from .scoring import ScoringNetworks
 
     model = required_model(args.model)
+    if args.deepjscc_models is not None and "deepjscc" not in args.baselines:
+        raise ValueError("--deepjscc-models is for --baselines deepjscc")
+    deepjscc = (args.deepjscc_models or list(DEFAULT_DEEPJSCC)) if "deepjscc" in args.baselines else []
+    if args.denoiser is not None and LEARNED_RECEIVER not in args.fds:
+        raise ValueError(f"--denoiser is the receiver of --fds {LEARNED_RECEIVER}: add it to --fds")
+    denoiser = (args.denoiser or DEFAULT_DENOISER) if LEARNED_RECEIVER in args.fds else None
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     settings = EvaluationSettings(
         dataset=args.dataset, split=args.split, conditions=channel_grid(args.channels, args.psnrs, args.ebn0s),
@@ -81,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, table_psnr=args.table_psnr,
         image_codec=None if args.image_codec == "none" else args.image_codec, image_quality=args.image_quality,
         image_qualities=args.image_qualities, map_codec=args.map_codec, rate_distortion=not args.no_rate_distortion,
-        psnr_convention=args.psnr_convention,
+        psnr_convention=args.psnr_convention, deepjscc=deepjscc, denoiser=denoiser,
     )
     networks = ScoringNetworks(
         judge=args.judge or "default", lpips=args.lpips_weights or "default", lpips_net=args.lpips_net,

@@ -63,6 +63,10 @@ class EvaluationSettings:
         rate_distortion: also run the noiseless link for Fig. 7.
         psnr_convention: ``"paper"`` (Eq. 15) or ``"official_table"`` (the authors' noise table, AWGN) for the
             ``ours`` runs; default: the one stored with each pipeline (converted checkpoints: the table).
+        deepjscc: DeepJSCC networks (folders, or shipped names such as ``deepjscc-r1_4``) run beside the pipeline
+            at every analog condition (Fig. 10).
+        denoiser: the :class:`~gesco_diffusers.receiver.MapDenoiser` folder (or shipped name) of the ``learned``
+            FDS mode (Table IX); needed when ``fds`` lists it.
     """
 
     dataset: Optional[str] = None
@@ -87,6 +91,8 @@ class EvaluationSettings:
     map_codec: str = "hevc-lossless"
     rate_distortion: bool = True
     psnr_convention: Optional[str] = None
+    deepjscc: Sequence[str] = ()
+    denoiser: Optional[str] = None
 
     def checked(self) -> "EvaluationSettings":
         """These settings checked (before any model is loaded), with the conditions and the image quality filled
@@ -107,7 +113,14 @@ class EvaluationSettings:
             image_quality = codec.default_quality if image_quality is None else image_quality
         if not get_codec(self.map_codec).lossless:
             raise ValueError(f"map_codec must be a lossless codec, {self.map_codec!r} is lossy")
-        return replace(self, fds=fds, conditions=conditions, image_quality=image_quality)
+        from ..receiver import LEARNED_RECEIVER
+
+        if (LEARNED_RECEIVER in fds) != (self.denoiser is not None):
+            raise ValueError(f"the {LEARNED_RECEIVER!r} FDS mode and a denoiser go together: give both or neither")
+        deepjscc = tuple(self.deepjscc)
+        if len(set(deepjscc)) != len(deepjscc):
+            raise ValueError(f"deepjscc lists a network twice: {list(deepjscc)}")
+        return replace(self, fds=fds, conditions=conditions, image_quality=image_quality, deepjscc=deepjscc)
 
 
 def evaluate(
@@ -183,10 +196,16 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
     if s.rate_distortion:
         notes.append(f"Fig. 7: map BPP = one-hot map ({preset.map_channels} planes) coded with {s.map_codec}; photo "
                      f"BPP = {s.image_codec} at qualities {list(s.image_qualities)}; both at {size[0]}x{size[1]}")
+    baselines, receivers = load_comparison_networks(s, preset, dataset, size, device)
+    if baselines:
+        notes.append("Fig. 10: channel uses/pixel = complex symbols per pixel: the coded map's (or photo's) bits on "
+                     "uncoded QPSK (2 bits per use) vs DeepJSCC's 3 k/n; DeepJSCC's latent has unit power per real "
+                     "element, the one-hot map's peak power, so a PSNR gives both the same noise (Eq. 15)")
     runs = plan_runs(
         conditions, s.fds, table_condition=table_condition, image_codec=s.image_codec,
         image_quality=s.image_quality, image_qualities=s.image_qualities, rate_distortion=s.rate_distortion,
         semantic_map=suite.detector is not None or suite.depth is not None, ablation=ablation_pipe is not None,
+        baselines=list(baselines),
     )
 
     pipes = [p for p in (pipe, ablation_pipe) if p is not None]
@@ -198,10 +217,10 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
         common = {"dataset": dataset, "split": s.split, "data": str(s.data_dir or s.dataset_name), "size": list(size),
                   "seed": s.seed}
         generation = GenerationSettings(num_inference_steps, guidance, s.seed, s.psnr_convention)
-        sources = ImageSources(pipe, ablation_pipe, generation, common)
+        sources = ImageSources(pipe, ablation_pipe, generation, common, baselines, receivers)
         generated = generate_images(runs, sources, data, out, s.batch_size, log, processes)
         sampler_name = type(pipe.scheduler).__name__
-    rates = SenderRates(data, preset, s.map_codec, s.batch_size, processes)
+    rates = SenderRates(data, preset, s.map_codec, s.batch_size, processes, baselines)
     records, per_image, ceiling = score_runs(runs, generated, suite, rates, data, out, s.batch_size, table_condition,
                                              log, processes)
     report = EvaluationReport(
@@ -216,6 +235,8 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
             "map_codec": s.map_codec, "device": str(device), "conditions": [c.describe() for c in conditions],
             "seeding": "sampler: seed + item index; channel: derive_seed(seed + item index, 1)",
             "psnr_convention": resolve_psnr_convention(pipe, s.psnr_convention),
+            "deepjscc": [str(spec) for spec in s.deepjscc],
+            "denoiser": None if s.denoiser is None else str(s.denoiser),
             "num_processes": processes.num_processes,
         },
     )
@@ -223,6 +244,35 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
         write_report(report, out)
     processes.wait()
     return report
+
+
+def load_comparison_networks(s: EvaluationSettings, preset, dataset: str, size: Sequence[int],
+                             device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The DeepJSCC networks (by run name: the shipped name or the folder's name) and the trained receivers (by FDS
+    mode), loaded and checked against the evaluation before anything is generated."""
+    from ..baselines import DeepJSCC
+    from ..receiver import LEARNED_RECEIVER, MapDenoiser
+    from ..shipped import resolve_baseline
+
+    baselines: dict[str, Any] = {}
+    for spec in s.deepjscc:
+        model = DeepJSCC.from_pretrained(resolve_baseline(spec)).to(device).eval()
+        if model.config.dataset != dataset or tuple(model.config.resolution) != tuple(size):
+            raise ValueError(f"DeepJSCC {spec} was trained on {model.config.dataset} at "
+                             f"{model.config.resolution[0]}x{model.config.resolution[1]}; this evaluation is {dataset} "
+                             f"at {size[0]}x{size[1]}")
+        name = Path(str(spec).rstrip("/\\")).name
+        if name in baselines:
+            raise ValueError(f"two DeepJSCC networks are named {name!r}: give folders with different names")
+        baselines[name] = model
+    receivers: dict[str, Any] = {}
+    if s.denoiser is not None:
+        denoiser = MapDenoiser.from_pretrained(resolve_baseline(s.denoiser)).to(device).eval()
+        if denoiser.config.num_classes != preset.num_classes or preset.use_instance_edges:
+            raise ValueError(f"the denoiser {s.denoiser} cleans maps of {denoiser.config.num_classes} classes "
+                             f"({denoiser.config.dataset}); this model's maps have {preset.map_channels} channels")
+        receivers[LEARNED_RECEIVER] = denoiser
+    return baselines, receivers
 
 
 def generate_images(runs: Sequence[Run], sources: ImageSources, data: EvaluationData, out: Path, batch_size: int,
@@ -288,7 +338,10 @@ def score_runs(runs: Sequence[Run], generated: dict[str, int], suite: KPISuite, 
         log(f"scoring {run_spec.name}")
         downstream = run_spec.condition == table_condition
         kpis, rows = suite.score(out / "images" / run_spec.name, data, indices, batch_size, downstream, processes)
-        kpis["bpp"] = rates(run_spec.method)
+        bpp = rates(run_spec.method)
+        if bpp is not None:
+            kpis["bpp"] = bpp
+        kpis["cpp"] = rates.channel_uses(run_spec.method)
         records.append(replace(run_spec.record(), num_images=len(indices), generated=generated[run_spec.name],
                                kpis=kpis))
         per_image += [{"run": run_spec.name, **row} for row in rows]

@@ -6,7 +6,8 @@ A run's methods (:attr:`Method.kind`; each kind has an image source, :data:`.sou
 * ``ours``: the pipeline regenerates the image from the received map, with FDS (Eq. 1) on or off;
 * ``full_image`` (the paper's "Full image" baseline): the photo coded with a lossy image codec at a quality, sent
   over the same channel;
-* ``semantic_map`` (Table V's "Semantic map" row): the received map itself, colour-coded.
+* ``semantic_map`` (Table V's "Semantic map" row): the received map itself, colour-coded;
+* ``deepjscc`` (Fig. 10): the photo sent by a trained DeepJSCC network over the same channel.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..channel import CHANNEL_REGISTRY, build_channel
-from ..receiver import FDS_METHODS
+from ..receiver import RECEIVER_METHODS
 from .reports import PAPER_FDS_MODES, RunRecord
 
 __all__ = [
@@ -32,8 +33,8 @@ __all__ = [
 
 #: The PSNR columns of the paper's Tables I-III (dB).
 PAPER_PSNRS = (100.0, 30.0, 20.0, 15.0, 10.0, 5.0, 1.0)
-#: Every FDS arm `gesco evaluate` runs: the paper's two and the adaptive variant.
-FDS_MODES = FDS_METHODS  # the receiver's methods, named in one place
+#: Every receiver arm `gesco evaluate` can run: the paper's FDS, none, the adaptive FDS and the learned denoiser.
+FDS_MODES = RECEIVER_METHODS  # the receiver's methods, named in one place
 #: Default qualities of the full-image curve of Fig. 7.
 DEFAULT_IMAGE_QUALITIES = (0, 10, 20, 30, 40)
 
@@ -115,6 +116,7 @@ class Method:
     ablation: bool = False
     codec: Optional[str] = None
     quality: Optional[int] = None
+    baseline: Optional[str] = None  # the name of a ``deepjscc`` run's network
 
     def __post_init__(self) -> None:
         from .sources import IMAGE_SOURCES  # the method kinds are the kinds that have an image source
@@ -127,6 +129,8 @@ class Method:
             raise ValueError(f"fds must be one of {FDS_MODES}, got {self.fds!r}")
         if (self.kind == "full_image") != (self.codec is not None and self.quality is not None):
             raise ValueError("a 'full_image' method needs a codec and a quality; other methods take none")
+        if (self.kind == "deepjscc") != (self.baseline is not None):
+            raise ValueError("a 'deepjscc' method needs the name of its network; other methods take none")
 
     @property
     def key(self) -> str:
@@ -134,17 +138,22 @@ class Method:
             return f"{'ablation' if self.ablation else 'ours'}_fds-{self.fds}"
         if self.kind == "full_image":
             return f"full-image_{self.codec}-q{self.quality}"
+        if self.kind == "deepjscc":
+            return f"deepjscc_{self.baseline}"
         return self.kind.replace("_", "-")
 
     @property
     def label(self) -> str:
         if self.kind == "ours":
             name = "Ours, no noisy training" if self.ablation else "Ours"
-            return {"paper": name, "none": f"{name}, FDS off", "adaptive": f"{name}, adaptive FDS"}[self.fds]
+            return {"paper": name, "none": f"{name}, FDS off", "adaptive": f"{name}, adaptive FDS",
+                    "learned": f"{name}, learned denoiser"}[self.fds]
         if self.kind == "full_image":
             return f"Full image ({self.codec} q{self.quality})"
         if self.kind == "semantic_map":
             return "Semantic map (received)"
+        if self.kind == "deepjscc":
+            return f"DeepJSCC ({self.baseline})"
         return self.kind
 
 
@@ -179,14 +188,18 @@ def plan_runs(
     rate_distortion: bool,
     semantic_map: bool,
     ablation: bool,
+    baselines: Sequence[str] = (),
 ) -> list[Run]:
-    """Every run of an evaluation: ``ours`` for each FDS mode and the full image at every condition, the received
-    map and the ablation pipeline at the tables' condition, and the noiseless runs of Fig. 7."""
+    """Every run of an evaluation: ``ours`` for each FDS mode, the full image and each DeepJSCC network in
+    ``baselines`` at every condition, the received map and the ablation pipeline at the tables' condition, and the
+    noiseless runs of Fig. 7."""
     runs: list[Run] = []
     for condition in conditions:
         runs += [Run(Method("ours", fds=mode), condition) for mode in fds]
-        if image_codec is not None and condition.channel != "digital":
-            runs.append(Run(Method("full_image", codec=image_codec, quality=image_quality), condition))
+        if condition.channel != "digital":  # the photo baselines send analog values, not the link's bits
+            if image_codec is not None:
+                runs.append(Run(Method("full_image", codec=image_codec, quality=image_quality), condition))
+            runs += [Run(Method("deepjscc", baseline=name), condition) for name in baselines]
     if table_condition in conditions:
         if semantic_map:
             runs.append(Run(Method("semantic_map"), table_condition))

@@ -1,4 +1,6 @@
-"""What the sender spends (Fig. 7): bits per pixel of the coded map or photo of each run, on a noiseless link."""
+"""What the sender spends: bits per pixel of the coded map or photo of each run (Fig. 7), and complex channel uses per
+pixel (Fig. 10's bandwidth): the coded bits carried by QPSK symbols without channel coding (2 bits per use), or a
+DeepJSCC network's ``3 k/n``."""
 
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ class SenderRates:
     and ``semantic_map`` run sends it) or the photo at a ``full_image`` run's codec and quality."""
 
     def __init__(self, data: EvaluationData, preset, map_codec: str, batch_size: int,
-                 processes: Optional[Processes] = None):
+                 processes: Optional[Processes] = None, baselines: Optional[dict] = None):
         from ..sender.encoding import SemanticEncoder
 
         self.data, self.map_codec, self.batch_size = data, map_codec, batch_size
         self.processes = processes or SingleProcess()
         self.encoder = SemanticEncoder.from_preset(preset)
+        self.baselines = dict(baselines or {})
         self._photo: dict[tuple[str, int], float] = {}
         self._map: Optional[float] = None
 
@@ -41,7 +44,18 @@ class SenderRates:
         planes = self.encoder.encode(item.labels[None], instances).one_hot[0]
         return encode_semantic_map(planes.numpy(), self.map_codec, "one_hot").bpp
 
-    def __call__(self, method: Method) -> float:
+    def channel_uses(self, method: Method) -> float:
+        """Complex channel uses per pixel of the method's transmission."""
+        from ..channel.digital import BITS_PER_QPSK_SYMBOL
+
+        if method.kind == "deepjscc":
+            return self.baselines[method.baseline].channel_uses_per_pixel
+        return self(method) / BITS_PER_QPSK_SYMBOL
+
+    def __call__(self, method: Method) -> Optional[float]:
+        """Bits per pixel; ``None`` for DeepJSCC, which sends analog symbols, not bits."""
+        if method.kind == "deepjscc":
+            return None
         if method.kind != "full_image":
             if self._map is None:
                 self._map = self._mean(self.map_bpp)

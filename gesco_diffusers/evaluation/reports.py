@@ -8,7 +8,8 @@ The layouts follow the paper:
 * Table V: detection mAP / mAP50 (DETR) and depth RMSE (DPT) at one PSNR;
 * Table VI: rows = channel model (and method), columns = LPIPS, mIoU at one PSNR (10 dB in the paper);
 * Table VIII: ablation rows FDS on/off x noisy training on/off, columns LPIPS, mIoU at one PSNR;
-* Fig. 7: LPIPS vs bits per pixel, the one-hot map coded losslessly vs the full photo coded lossily.
+* Fig. 7: LPIPS vs bits per pixel, the one-hot map coded losslessly vs the full photo coded lossily;
+* Fig. 10 (as a table): GESCO vs DeepJSCC, channel uses per pixel, judge mIoU and judge FD at every PSNR.
 
 Cells are ``mean ± std`` for KPIs that are averages of per-image values (LPIPS, depth RMSE; std over images, N - 1
 in the denominator), and single numbers for set-level KPIs (FID over the image set, mIoU from the confusion
@@ -31,6 +32,7 @@ from ..utils.files import atomic_write_text
 #: KPI keys of :attr:`RunRecord.kpis` (``*_std`` keys hold the spread of per-image KPIs).
 KPI_KEYS = (
     "fid", "judge_fd", "lpips", "lpips_std", "miou", "pixel_accuracy", "map", "map50", "depth_rmse", "depth_rmse_std", "bpp",
+    "cpp",
 )
 
 #: (title, arrow, decimals, std key) of the KPIs shown in tables and plots.
@@ -44,15 +46,16 @@ KPI_FORMATS: dict[str, tuple[str, str, int, Optional[str]]] = {
     "map50": ("mAP50", "↑", 3, None),
     "depth_rmse": ("RMSE", "↓", 3, "depth_rmse_std"),
     "bpp": ("BPP", "↓", 4, None),
+    "cpp": ("channel uses/pixel", "↓", 3, None),
 }
 
 #: Tables I-III: table number -> KPI.
 PSNR_TABLES = (("I", "fid"), ("II", "lpips"), ("III", "miou"))
 
 #: Row order of the method tables: the paper lists the classical baseline first and "our method" last.
-METHOD_ORDER = ("semantic_map", "full_image", "ours")
+METHOD_ORDER = ("semantic_map", "full_image", "deepjscc", "ours")
 #: Row order of the ``ours`` runs by FDS mode.
-FDS_ORDER = ("none", "paper", "adaptive")
+FDS_ORDER = ("none", "paper", "adaptive", "learned")
 #: The paper's two arms (its FDS on / off): ``gesco evaluate``'s default runs and Table VIII's ablation. ``"adaptive"``
 #: (the parameter-free variant of :mod:`gesco_diffusers.receiver.adaptive_fds`) is asked for explicitly.
 PAPER_FDS_MODES = ("paper", "none")
@@ -253,6 +256,23 @@ def ablation_table(records: Sequence[RunRecord], channel: str, level_db: float) 
     return markdown_table(["FDS", "Noisy training", kpi_title("lpips"), kpi_title("miou")], rows)
 
 
+def jscc_table(records: Sequence[RunRecord], channel: str) -> Optional[str]:
+    """Fig. 10 as a table: every method of one channel with its channel uses per pixel, then judge mIoU and judge FD
+    at each PSNR; only when a DeepJSCC network ran."""
+    selected = [r for r in _main_noisy(records) if r.channel == channel and r.method != "semantic_map"]
+    if not any(r.method == "deepjscc" for r in selected):
+        return None
+    levels = sorted({r.level_db for r in selected}, reverse=True)
+    header = ["Method", kpi_title("cpp")]
+    header += [f"mIoU {format_level(level)} dB" for level in levels] + [f"FD {format_level(level)} dB" for level in levels]
+    rows = []
+    for label, by_level in _rows_by_label(selected).items():
+        any_record = next(iter(by_level.values()))
+        rows.append([label, format_kpi(any_record, "cpp")] + [format_kpi(by_level.get(level), "miou") for level in levels]
+                    + [format_kpi(by_level.get(level), "judge_fd") for level in levels])
+    return markdown_table(header, rows)
+
+
 def rate_distortion_table(records: Sequence[RunRecord]) -> Optional[str]:
     """Fig. 7 data: BPP and LPIPS of the noiseless runs (the map vs the full photo at each quality)."""
     selected = [r for r in records if r.level_db is None and r.value("bpp") is not None]
@@ -286,6 +306,9 @@ def render_tables(report: EvaluationReport) -> dict[str, str]:
          lambda: ablation_table(records, primary, level)),
         ("fig_7_rate_distortion", "**Fig. 7 data.** LPIPS vs bits per pixel on a noiseless link.",
          lambda: rate_distortion_table(records)),
+        ("fig_10_jscc", f"**Fig. 10 data.** GESCO vs DeepJSCC, {primary} channel: complex channel uses per pixel, "
+         "judge mIoU (↑) and judge-feature Fréchet distance (↓, not FID) at each PSNR.",
+         lambda: jscc_table(records, primary)),
     ]
     for stem, caption, make in specials:
         body = make()

@@ -4,7 +4,9 @@
 * ``semantic_map``: the received map (no FDS), arg-maxed and colour-coded with the dataset palette;
 * ``full_image``: the photo coded with a lossy codec, decoded, and the float image in ``[0, 1]`` sent over the same
   channel module (for AWGN: noise at the same PSNR, Eq. 15 with the peak power ``P = 1``); the receiver shows it as
-  an 8-bit picture, i.e. clipped to ``[0, 1]`` and rounded (a display cannot show anything else).
+  an 8-bit picture, i.e. clipped to ``[0, 1]`` and rounded (a display cannot show anything else);
+* ``deepjscc``: the photo through a trained :class:`~gesco_diffusers.baselines.DeepJSCC` network, its latent sent
+  over the same channel module (unit power per real element, so Eq. 15 gives both systems the same noise level).
 
 A new method kind is one entry of :data:`IMAGE_SOURCES`.
 
@@ -26,7 +28,7 @@ import torch
 from ..channel import channel_for, resolve_psnr_convention
 from .data import EvaluationItem
 from .protocol import FDS_MODES, ChannelCondition, Run
-from .store import model_fingerprint
+from .store import model_fingerprint, module_fingerprint
 
 if TYPE_CHECKING:  # imported where used: the pipeline stack is heavy
     from ..pipelines import GescoPipeline
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # imported where used: the pipeline stack is heavy
 __all__ = [
     "CHANNEL_SEED_KEY",
     "IMAGE_SOURCES",
+    "DeepJSCCImages",
     "FullImages",
     "GenerationSettings",
     "ImageSources",
@@ -141,6 +144,26 @@ class FullImages:
         return out
 
 
+class DeepJSCCImages:
+    """``deepjscc`` runs: photo -> DeepJSCC encoder -> the channel (per-item seeded) -> decoder -> 8-bit picture."""
+
+    def __init__(self, model, condition: ChannelCondition, seed: int):
+        if condition.channel == "digital":
+            raise ValueError("DeepJSCC is not defined over the digital link (it sends analog symbols)")
+        self.model, self.channel, self.seed = model, condition.build(), seed
+
+    @torch.no_grad()
+    def __call__(self, items: Sequence[EvaluationItem]) -> list[np.ndarray]:
+        out = []
+        for item in items:
+            photo = item.photo[None].to(self.model.device, self.model.dtype) / 255.0
+            symbols = self.model.encode(photo)
+            if self.channel is not None:
+                symbols = self.channel(symbols, None, generator=channel_generator(self.seed, item.index))
+            out += _to_uint8_hwc(self.model.decode(symbols))
+        return out
+
+
 # -- the method kinds ---------------------------------------------------------------------------------------------
 # A maker returns a run's image source and what determines its images beyond the settings every run shares.
 
@@ -156,7 +179,11 @@ def _pipeline_source(images: type[PipelineImages]) -> SourceMaker:
         convention = resolve_psnr_convention(pipe, generation.psnr_convention)
         if run.condition.channel == "awgn" and convention != "paper":  # (Eq. 15 folders keep their earlier settings)
             settings["psnr_convention"] = convention
-        return images(pipe, method.fds or "none", run.condition, generation), settings
+        receiver = method.fds or "none"
+        if receiver in sources.receivers:  # a trained receiver: the module, and its weights decide the images too
+            settings["receiver"] = module_fingerprint(sources.receivers[receiver])
+            receiver = sources.receivers[receiver]
+        return images(pipe, receiver, run.condition, generation), settings
 
     return make
 
@@ -165,11 +192,17 @@ def _full_image_source(sources: "ImageSources", run: Run) -> tuple[ImageSource, 
     return FullImages(run.method.codec, run.method.quality, run.condition, sources.generation.seed), {}
 
 
+def _deepjscc_source(sources: "ImageSources", run: Run) -> tuple[ImageSource, dict[str, Any]]:
+    model = sources.baselines[run.method.baseline]
+    return DeepJSCCImages(model, run.condition, sources.generation.seed), {"model": module_fingerprint(model)}
+
+
 #: The image source of each method kind (:attr:`~.protocol.Method.kind`).
 IMAGE_SOURCES: dict[str, SourceMaker] = {
     "ours": _pipeline_source(PipelineImages),
     "full_image": _full_image_source,
     "semantic_map": _pipeline_source(ReceivedMapImages),
+    "deepjscc": _deepjscc_source,
 }
 
 
@@ -177,8 +210,11 @@ class ImageSources:
     """Builds the image source of each run and the settings that determine its images (``settings.json``)."""
 
     def __init__(self, pipe: "GescoPipeline", ablation_pipe: Optional["GescoPipeline"],
-                 generation: GenerationSettings, common: dict[str, Any]):
+                 generation: GenerationSettings, common: dict[str, Any], baselines: Optional[dict] = None,
+                 receivers: Optional[dict] = None):
         self.pipes = {False: pipe, True: ablation_pipe}
+        self.baselines = dict(baselines or {})  # DeepJSCC networks by run name
+        self.receivers = dict(receivers or {})  # trained receivers by FDS mode name ("learned")
         self.fingerprints = {key: model_fingerprint(p) for key, p in self.pipes.items() if p is not None}
         self.generation, self.common = generation, common
 

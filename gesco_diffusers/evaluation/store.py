@@ -27,6 +27,7 @@ __all__ = [
     "check_folder",
     "load_images",
     "model_fingerprint",
+    "module_fingerprint",
     "remove_stale_temporaries",
     "save_png",
     "write_settings",
@@ -96,14 +97,30 @@ def remove_stale_temporaries(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _hash_config(digest, config) -> None:
+    digest.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+
+
+def _hash_weights(digest, module: torch.nn.Module) -> None:
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def model_fingerprint(pipe: "GescoPipeline") -> str:
     """A short hash of what determines the generated images: the U-Net's configuration, the bytes of every weight
     tensor with its name and dtype, and the scheduler's class and configuration."""
     digest = hashlib.sha1()
-    digest.update(json.dumps(dict(pipe.unet.config), sort_keys=True, default=str).encode())
-    digest.update(json.dumps({"scheduler": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
-                             sort_keys=True, default=str).encode())
-    for name, tensor in sorted(pipe.unet.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    _hash_config(digest, pipe.unet.config)
+    _hash_config(digest, {"scheduler": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)})
+    _hash_weights(digest, pipe.unet)
+    return digest.hexdigest()[:16]
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """The same kind of hash for a baseline or receiver network (a diffusers ``ModelMixin``): its configuration and
+    weight bytes."""
+    digest = hashlib.sha1()
+    _hash_config(digest, module.config)
+    _hash_weights(digest, module)
     return digest.hexdigest()[:16]

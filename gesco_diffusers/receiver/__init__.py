@@ -15,6 +15,8 @@ from .fds import FastDenoisingSemantic, fast_denoise
 
 __all__ = [
     "FDS_METHODS",
+    "LEARNED_RECEIVER",
+    "RECEIVER_METHODS",
     "AdaptiveFastDenoisingSemantic",
     "FastDenoisingSemantic",
     "MapDenoiser",
@@ -39,6 +41,11 @@ def __getattr__(name: str) -> Any:
 
 #: Names accepted by :func:`build_fds` (and by ``GescoPipeline(..., fds=<name>)``).
 FDS_METHODS = ("paper", "adaptive", "none")
+#: The trained receiver denoiser (:class:`MapDenoiser`, Table IX): it needs its weights, so it is passed to the
+#: pipeline as a module; commands name it ``learned`` and take the weights' folder separately.
+LEARNED_RECEIVER = "learned"
+#: Every receiver method a command can run.
+RECEIVER_METHODS = FDS_METHODS + (LEARNED_RECEIVER,)
 
 
 def build_fds(name: str, num_classes: Optional[int] = None, **kwargs: Any) -> Optional[nn.Module]:
