@@ -24,6 +24,8 @@ from gesco_diffusers.shipped import sample_maps
 from gesco_diffusers.visualize import colorize, labels_from_colors
 
 CHROMIUM = "/usr/bin/chromium"
+#: Browser waits (ms): generous, the CPU may be shared with other jobs (Playwright's `expect` waits 5 s by default).
+WAIT_MS = 60_000
 CAMVID = get_dataset_preset("camvid")
 
 
@@ -217,7 +219,7 @@ def test_browser_click_through_generation_sweep_and_error(served_demo, colour_pn
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page()
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(WAIT_MS)
             page.goto(served_demo)
             page.wait_for_selector("#transmit-button")
             assert page.locator("#generated-image img").count() == 0  # nothing before the click
@@ -225,20 +227,20 @@ def test_browser_click_through_generation_sweep_and_error(served_demo, colour_pn
             page.click("#transmit-button")
             image = page.wait_for_selector("#generated-image img")
             assert "file=" in (image.get_attribute("src") or "")  # served by the app
-            expect(page.locator("#transmit-summary")).to_contain_text("map mIoU")
-            expect(page.locator("#transmit-summary")).to_contain_text("bits per pixel")
+            expect(page.locator("#transmit-summary")).to_contain_text("map mIoU", timeout=WAIT_MS)
+            expect(page.locator("#transmit-summary")).to_contain_text("bits per pixel", timeout=WAIT_MS)
 
             # PSNR sweep: the table fills in.
             page.get_by_role("tab", name="PSNR sweep").click()
             page.fill("#sweep-levels textarea, #sweep-levels input", "20, 5, 1")
             page.click("#sweep-button")
-            expect(page.locator("#sweep-table")).to_contain_text("adaptive FDS")
+            expect(page.locator("#sweep-table")).to_contain_text("adaptive FDS", timeout=WAIT_MS)
 
             # Bad input: an upload with colours outside the palette shows a one-line error.
             page.get_by_role("tab", name="Transmit").click()
             page.set_input_files("#transmit-upload input[type=file]", str(bad))
-            expect(page.locator("#transmit-upload")).to_contain_text("odd_colours.png")
+            expect(page.locator("#transmit-upload")).to_contain_text("odd_colours.png", timeout=WAIT_MS)
             page.click("#transmit-button")
-            expect(page.get_by_text("not in the camvid palette").first).to_be_visible()
+            expect(page.get_by_text("not in the camvid palette").first).to_be_visible(timeout=WAIT_MS)
         finally:
             browser.close()
