@@ -146,3 +146,37 @@ def test_collect_kpis_merges_evaluate_runs(tmp_path):
     assert card["AWGN 10 dB, FDS (paper, Eq. 1)"]["fraction of clean"] == 0.938
     with pytest.raises(SystemExit, match="no gesco evaluate"):
         collect([str(tmp_path / "missing")])
+
+
+def test_table_ix_counts_the_cost_of_a_known_layer_and_runs_quick(tmp_path):
+    """The cost columns of Table IX on a layer whose figures are known: a 1x1 convolution 12 -> 12 on one 64x80
+    map is 2 * 12 * 12 * 64 * 80 FLOPs, holds 12 * 12 + 12 parameters, and allocates at least its float output."""
+    import json
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from table_ix import cost, main as table_ix
+
+    conv = torch.nn.Conv2d(12, 12, 1)
+    received = torch.rand(1, 12, 64, 80)
+
+    class Receiver(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x, transmitted):
+            return self.conv(x)
+
+    figures = cost(Receiver(), received, torch.ones(1, 12, dtype=torch.bool), repeats=1)
+    assert figures["flops"] == 2 * 12 * 12 * 64 * 80
+    assert figures["params"] == 12 * 12 + 12 and figures["weight_bytes"] == 4 * (12 * 12 + 12)
+    assert figures["peak_bytes"] >= 4 * 12 * 64 * 80
+    result = table_ix(["--quick", "--out", str(tmp_path)])
+    rows = {r["method"]: r for r in result["rows"]}
+    assert rows["none"]["params"] == rows["paper"]["params"] == rows["adaptive"]["params"] == 0
+    assert rows["learned"]["params"] > 0 and rows["learned"]["flops"] > 0 and rows["paper"]["peak_bytes"] > 0
+    assert all(0 <= r["map_miou"] <= 1 for r in rows.values())
+    assert json.loads((tmp_path / "table_ix.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+    assert "Learned denoiser" in (tmp_path / "table_ix.md").read_text()

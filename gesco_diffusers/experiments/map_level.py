@@ -203,13 +203,16 @@ def encode_label_maps(maps: list, preset: DatasetPreset, batch_size: int = 8) ->
     return _encode_batches(maps, SemanticEncoder.from_preset(preset), batch_size)
 
 
-def score_channel(channel: SemanticChannel, batches: list, preset: DatasetPreset, seed: int) -> dict[str, Any]:
+def score_channel(channel: SemanticChannel, batches: list, preset: DatasetPreset, seed: int,
+                  receivers: Optional[dict[str, torch.nn.Module]] = None) -> dict[str, Any]:
     """Send the encoded maps (:func:`encode_label_maps`) through ``channel`` and score every receiver arm of
-    :data:`FDS_ARMS` on the same realisation: ``miou_<arm>`` (Eq. 16, pooled over the maps) and the received MSE and
-    PSNR on the transmitted elements. The channel noise comes from a fresh generator seeded with ``seed``."""
+    :data:`FDS_ARMS` (and of ``receivers``, e.g. a trained denoiser, by name) on the same realisation: ``miou_<arm>``
+    (Eq. 16, pooled over the maps) and the received MSE and PSNR on the transmitted elements. The channel noise comes
+    from a fresh generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)  # fresh per setting: results do not depend on the run order
     n = preset.num_classes
     arms = {arm: build_fds(method, num_classes=n) for arm, method in FDS_ARMS.items()}
+    arms.update(receivers or {})
     matrices = {arm: ConfusionMatrix(n, preset.ignore_ids) for arm in arms}
     squared_error, elements = 0.0, 0
     for labels, one_hot, transmitted in batches:
@@ -220,7 +223,8 @@ def score_channel(channel: SemanticChannel, batches: list, preset: DatasetPreset
         squared_error += float((received - x).square_().sum(dtype=torch.float64))
         elements += int(transmitted.sum()) * labels[0].numel()
         for arm, fds in arms.items():
-            y = received if fds is None else fds(received, transmitted)
+            with torch.no_grad():
+                y = received if fds is None else fds(received, transmitted)
             # argmax over the class channels only: the edge channel is not a class.
             matrices[arm].update(y[:, :n].argmax(1), labels)
     mse = squared_error / max(elements, 1)
