@@ -122,6 +122,48 @@ def test_every_scheduler_recovers_x0_from_an_oracle_epsilon(name):
     assert error < (0.05 if name in ENDS_AT_ALPHA_BAR_0 else 1e-4), error
 
 
+class GuidedOracleUNet(OracleUNet):
+    """Predicts the exact noise for one image x0 under the map and for another under the null map (all zeros), so
+    classifier-free guidance at scale s, ``eps_u + s (eps_c - eps_u)``, is the exact noise of
+    ``x0_u + s (x0_c - x0_u)`` (eps is affine in x0 at a fixed ``x_t``)."""
+
+    x0_null = torch.rand(1, 3, 16, 24, generator=gen(6)) * 0.4 - 0.2
+    x0_map = x0_null + (torch.rand(1, 3, 16, 24, generator=gen(7)) * 0.5 - 0.25)
+
+    def forward(self, sample, timestep, segmap, return_dict=True):
+        maps = getattr(segmap, "segmap", segmap)  # a SemanticModulationCache holds the maps
+        is_null = maps.flatten(1).abs().sum(1) == 0
+        # With guidance the U-Net gets one noisy image and two maps per image ([null; map]): the shared encoder.
+        samples = sample.repeat(maps.shape[0] // sample.shape[0], 1, 1, 1)
+        t = float(timestep.reshape(-1)[0])
+        low = int(t)
+        weight = t - low
+        abar = ALPHAS_CUMPROD[low] * (1 - weight) + ALPHAS_CUMPROD[min(low + 1, 999)] * weight
+        x0 = torch.where(is_null[:, None, None, None], self.x0_null, self.x0_map).double()
+        eps = ((samples.double() - abar.sqrt() * x0) / (1 - abar).sqrt()).float()
+        return SemanticUNet2DOutput(sample=torch.cat([eps, torch.zeros_like(eps)], dim=1))
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULERS if n not in REFUSED])
+def test_every_scheduler_samples_the_guided_image_from_a_guided_oracle(name):
+    """Guided sampling (s = 2) per scheduler: the image is ``x0_u + s (x0_c - x0_u)``, neither the conditional nor
+    the unconditional image, and the U-Net sees the null and the received map of each image in one call."""
+    pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid")
+    pipe.unet = GuidedOracleUNet(**pipe.unet.config)
+    pipe.set_progress_bar_config(disable=True)
+    if swap(pipe, name) is None:
+        pytest.skip(f"{name} needs an optional dependency that is not installed")
+    calls = count_unet_calls(pipe)
+    scale = 2.0
+    out = pipe(labels(batch=1), fds=False, num_inference_steps=8, guidance_scale=scale, generator=gen(),
+               output_type="pt").images
+    guided = GuidedOracleUNet.x0_null + scale * (GuidedOracleUNet.x0_map - GuidedOracleUNet.x0_null)
+    error = (out - (guided / 2 + 0.5)).abs().max()
+    assert error < (0.05 if name in ENDS_AT_ALPHA_BAR_0 else 1e-4), error
+    assert (out - (GuidedOracleUNet.x0_map / 2 + 0.5)).abs().max() > 0.1  # guidance moved it off the conditional image
+    assert calls and set(calls) == {1}  # one noisy image per call; its two maps ride in the same forward
+
+
 @pytest.mark.parametrize("name,channels", [
     ("DDPMScheduler", 6),  # ancestral step with the learned-range variance (variance_type copied from the config)
     ("DDPMParallelScheduler", 6),
