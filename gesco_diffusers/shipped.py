@@ -79,9 +79,14 @@ def required_model(model: Optional[str]) -> str:
     return resolved
 
 
+def sample_data_dir() -> Path:
+    """The shipped CamVid samples as a dataset root: ``val/images`` and ``val/labels`` (four pairs)."""
+    return assets_dir() / "samples" / "camvid"
+
+
 def sample_maps() -> list[Path]:
     """The shipped CamVid sample label maps (their photos are in the sibling ``images`` folder)."""
-    return sorted((assets_dir() / "samples" / "camvid" / "labels").glob("*.png"))
+    return sorted((sample_data_dir() / "val" / "labels").glob("*.png"))
 
 
 def sample_photo(map_path: Path) -> Optional[Path]:

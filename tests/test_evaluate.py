@@ -165,7 +165,7 @@ def test_judge_miou_recomputed_from_the_saved_pngs_matches_results_json(cli_run,
     fixture's label PNGs resized nearest to the evaluation size, the judge's arg-max maps and a confusion matrix
     pooled over the images, written out in numpy (IoU = TP / (TP + FP + FN) per class, class 11 ignored, classes
     absent from both sides skipped). It must equal the run's judge mIoU and its per-image values in results.json."""
-    from gesco_diffusers.transmit import resize_labels
+    from gesco_diffusers.chain import resize_labels
 
     out, first, _, _ = cli_run
     run = "awgn_psnr10__ours_fds-paper"
@@ -377,7 +377,8 @@ def test_conditions_methods_and_errors(assets, tmp_path):
                  networks=ScoringNetworks(judge=SegmentationJudge.from_pretrained(assets / "judge", ignore_index=255),
                                           lpips=None, fid=None))
     # On the command line the same problems are one-line errors with exit status 1.
-    assert main(["evaluate", "--model", str(assets / "pipe"), "--size", "32", "40", "--out", str(tmp_path)]) == 1
+    assert main(["evaluate", "--model", str(assets / "pipe"), "--size", "32", "40", "--out", str(tmp_path),
+                 "--data-dir", str(tmp_path / "nope")]) == 1
 
 
 def test_model_fingerprint_sees_permuted_weights():
@@ -499,3 +500,18 @@ def test_deepjscc_and_the_learned_denoiser_run_beside_the_pipeline(assets, tmp_p
     with pytest.raises(ValueError, match="give both or neither"):
         evaluate(assets / "pipe", out_dir=tmp_path / "x", networks=NO_NETWORKS, fds=("learned",), **common)
     assert not (tmp_path / "x").exists()
+
+
+def test_without_data_it_evaluates_the_shipped_samples(assets, tmp_path):
+    """No --data-dir: the four CamVid val pairs that ship with the package, said so in the notes; another dataset
+    without data is an error naming what to pass."""
+    report = evaluate(assets / "pipe", conditions=channel_grid(["awgn"], psnrs=[10]), size=SIZE, fds=("paper",),
+                      num_inference_steps=1, image_codec=None, rate_distortion=False, device="cpu",
+                      networks=NO_NETWORKS, out_dir=tmp_path / "out")
+    assert report.settings["num_items"] == 4 and report.settings["data"].endswith("samples/camvid")
+    assert any("samples shipped with the package" in note for note in report.notes)
+    assert sorted(p.name for p in (tmp_path / "out" / "images" / "awgn_psnr10__ours_fds-paper").glob("*.png")) == [
+        "0016E5_07959.png", "0016E5_08025.png", "0016E5_08093.png", "0016E5_08159.png"]
+    with pytest.raises(ValueError, match="only CamVid val samples ship"):
+        evaluate(assets / "pipe", conditions=channel_grid(["awgn"], psnrs=[10]), size=SIZE, split="train",
+                 networks=NO_NETWORKS, out_dir=tmp_path / "x")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from gesco_diffusers.evaluation.metrics import FIDMetric, JudgeFeatureExtractor, SegmentationJudge
 from gesco_diffusers.evaluation.metrics.segmentation_judge import default_camvid_judge_path
 
-SAMPLES = Path(__file__).resolve().parents[1] / "gesco_diffusers" / "assets" / "samples" / "camvid" / "images"
+SAMPLES = Path(__file__).resolve().parents[1] / "gesco_diffusers" / "assets" / "samples" / "camvid" / "val" / "images"
 
 
 @pytest.fixture(scope="module")

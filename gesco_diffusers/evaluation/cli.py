@@ -23,7 +23,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--model", help="GescoPipeline folder, Hub id, or a shipped model: demo or fast "
                                         "(default: the shipped CamVid demo model)")
     parser.add_argument("--dataset", help="dataset preset/layout (default: the model's)")
-    parser.add_argument("--data-dir", help="dataset folder, e.g. .../camvid with {split}/images and {split}/labels")
+    parser.add_argument("--data-dir", help="dataset folder, e.g. .../camvid with {split}/images and {split}/labels "
+                                           "(default: the 4 CamVid val samples shipped with the package)")
     parser.add_argument("--dataset-name", help="instead of --data-dir: a Hub id or a save_to_disk folder")
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, help="evaluate the first N maps only")

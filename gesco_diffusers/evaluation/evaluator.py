@@ -174,7 +174,11 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
         raise ValueError("the ablation pipeline has another number of map channels than the main pipeline")
     dataset = s.dataset or preset.name
     size = check_size(s.size if s.size is not None else sample_size(pipe), pipe.unet.downsampling_factor)
-    data = EvaluationData(dataset, s.split, size, data_dir=s.data_dir, dataset_name=s.dataset_name, limit=s.limit)
+    shipped = s.data_dir is None and s.dataset_name is None
+    data_dir = shipped_data(dataset, s.split) if shipped else s.data_dir
+    data = EvaluationData(dataset, s.split, size, data_dir=data_dir, dataset_name=s.dataset_name, limit=s.limit)
+    data_notes = [f"data: the {len(data)} {dataset} samples shipped with the package; pass --data-dir (the dataset "
+                  "folder) for the paper's figures"] if shipped else []
     channels = list(dict.fromkeys(c.channel for c in conditions))
     table_condition = ChannelCondition("awgn" if "awgn" in channels else channels[0], s.table_psnr)
     suite = networks if isinstance(networks, KPISuite) else (networks or ScoringNetworks()).load(
@@ -182,7 +186,7 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
     if suite.judge is not None:
         check_judge_labels(suite.judge, preset.num_classes, dataset)
 
-    notes = list(suite.notes)
+    notes = data_notes + list(suite.notes)
     if table_condition not in conditions:
         notes.append(f"Tables V and VIII need {table_condition.describe()} in the grid: omitted")
     if ablation_pipe is None:
@@ -214,7 +218,7 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
     stack.enter_context(processes.lock(out, "evaluate"))
     with sampling(pipes, s.sampler):
         guidance = pipe.default_guidance_scale if s.guidance_scale is None else float(s.guidance_scale)
-        common = {"dataset": dataset, "split": s.split, "data": str(s.data_dir or s.dataset_name), "size": list(size),
+        common = {"dataset": dataset, "split": s.split, "data": str(data_dir or s.dataset_name), "size": list(size),
                   "seed": s.seed}
         generation = GenerationSettings(num_inference_steps, guidance, s.seed, s.psnr_convention)
         sources = ImageSources(pipe, ablation_pipe, generation, common, baselines, receivers)
@@ -244,6 +248,16 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
         write_report(report, out)
     processes.wait()
     return report
+
+
+def shipped_data(dataset: str, split: str) -> Path:
+    """The dataset root of the samples shipped with the package, for an evaluation given no data."""
+    from ..shipped import sample_data_dir
+
+    if dataset != "camvid" or split != "val":
+        raise ValueError(f"give the folder of the {dataset} dataset (--data-dir) or a Hub/local table (--dataset-name); "
+                         "only CamVid val samples ship with the package")
+    return sample_data_dir()
 
 
 def load_comparison_networks(s: EvaluationSettings, preset, dataset: str, size: Sequence[int],
