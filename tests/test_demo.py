@@ -239,7 +239,9 @@ def test_browser_click_through_generation_sweep_and_error(served_demo, colour_pn
             # Bad input: an upload with colours outside the palette shows a one-line error.
             page.get_by_role("tab", name="Transmit").click()
             page.set_input_files("#transmit-upload input[type=file]", str(bad))
-            expect(page.locator("#transmit-upload")).to_contain_text("odd_colours.png", timeout=WAIT_MS)
+            # Uploaded once the file is served back (its name shows already while it uploads: clicking then would
+            # send no file).
+            page.wait_for_selector("#transmit-upload a[href*='odd_colours.png']")
             page.click("#transmit-button")
             expect(page.get_by_text("not in the camvid palette").first).to_be_visible(timeout=WAIT_MS)
         finally:
