@@ -26,7 +26,7 @@ from benchmarks.sampling_cost import load_pipeline  # noqa: E402
 from gesco_diffusers.channel import build_channel  # noqa: E402
 from gesco_diffusers.diffusion import DEFAULT_SAMPLING_STEPS  # noqa: E402
 from gesco_diffusers.shipped import sample_maps  # noqa: E402
-from gesco_diffusers.transmit import read_label_map, resize_labels  # noqa: E402
+from gesco_diffusers.chain import read_label_map, resize_labels  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from gesco_diffusers.diffusion import DEFAULT_SAMPLING_STEPS, official_ddpm_scheduler  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
 from gesco_diffusers.shipped import demo_model_path, sample_maps  # noqa: E402
-from gesco_diffusers.transmit import read_label_map, resize_labels  # noqa: E402
+from gesco_diffusers.chain import read_label_map, resize_labels  # noqa: E402
 
 
 def load_pipeline(model: Optional[str], device: str, dtype: torch.dtype, unet_config: Optional[str] = None):

@@ -14,43 +14,19 @@ Where each part of the system lives:
 
 __version__ = "0.1.0"
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .utils.lazy import lazy_names
 
 # Lazy top-level names, as diffusers' own ``__init__``: ``import gesco_diffusers.channel`` (or ``gesco --help``) must
 # not pay for diffusers and transformers; the models and the pipeline are imported on first use.
-_LAZY_IMPORTS = {
-    "SemanticUNet2DModel": ".models", "SemanticUNet2DOutput": ".models", "semantic_unet_config": ".models",
-    "GescoPipeline": ".pipelines", "GescoPipelineOutput": ".pipelines", "PreparedSemanticMap": ".pipelines",
-    "DATASET_PRESETS": ".presets", "DatasetPreset": ".presets", "get_dataset_preset": ".presets",
-}
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "models": ("SemanticUNet2DModel", "SemanticUNet2DOutput", "semantic_unet_config"),
+    "pipelines": ("GescoPipeline", "GescoPipelineOutput", "PreparedSemanticMap"),
+    "presets": ("DATASET_PRESETS", "DatasetPreset", "get_dataset_preset"),
+})
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .models import SemanticUNet2DModel, SemanticUNet2DOutput, semantic_unet_config
     from .pipelines import GescoPipeline, GescoPipelineOutput, PreparedSemanticMap
     from .presets import DATASET_PRESETS, DatasetPreset, get_dataset_preset
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY_IMPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY_IMPORTS[name], __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_IMPORTS))
-
-
-__all__ = [
-    "DATASET_PRESETS",
-    "DatasetPreset",
-    "GescoPipeline",
-    "GescoPipelineOutput",
-    "PreparedSemanticMap",
-    "SemanticUNet2DModel",
-    "SemanticUNet2DOutput",
-    "get_dataset_preset",
-    "semantic_unet_config",
-]

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import PIL.Image
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["add_arguments", "generate", "read_maps", "run"]
 
@@ -50,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def read_maps(folder: Path, num_classes: int) -> tuple[list[str], list[torch.Tensor]]:
     """The stems and ``(H, W)`` int64 maps of ``folder/*.png``, checked (one-line errors naming the file)."""
+    import torch  # (here, not at the top: `gesco generate --help` imports no torch)
+
     if not folder.is_dir():
         raise FileNotFoundError(f"map folder not found: {folder}")
     paths = sorted(folder.glob("*.png"))

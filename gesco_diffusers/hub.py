@@ -29,7 +29,6 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, metadat
 from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
-from .pipelines.pipeline_gesco import TRAINING_STATE_PATTERNS
 from .presets import DatasetPreset, get_dataset_preset
 from .utils.files import atomic_write_text
 from .utils.secrets import redact_secrets  # noqa: F401  (re-exported: the one filter for cards, configs, trackers)
@@ -314,6 +313,8 @@ def write_model_card(folder: PathLike, kind: Optional[str] = None, *, overwrite:
 
 def files_to_upload(folder: PathLike) -> list[str]:
     """The repository paths :func:`publish_pipeline` uploads from ``folder`` (training state excluded)."""
+    from .pipelines.pipeline_gesco import TRAINING_STATE_PATTERNS  # (the pipeline stack: only when publishing)
+
     folder = Path(folder)
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     return list(filter_repo_objects(paths, ignore_patterns=[*TRAINING_STATE_PATTERNS, *DEFAULT_IGNORE_PATTERNS]))
@@ -342,6 +343,8 @@ def publish_pipeline(
     Returns:
         the ``CommitInfo`` of the upload.
     """
+    from .pipelines.pipeline_gesco import TRAINING_STATE_PATTERNS
+
     folder = Path(folder)
     _check_repo_id(repo_id)
     _check_pipeline_folder(folder)

@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from gesco_diffusers.cli import main
+from gesco_diffusers.cli import SUBCOMMANDS, main
 
 from fixture_data import DATA_ROOT
 
@@ -113,13 +113,13 @@ def test_transmit_never_replaces_earlier_outputs_silently(tmp_path, capsys, monk
         assert {p.stat().st_mode & 0o777 for p in outputs} == {0o644}  # the umask's mode, not mkstemp's 0600
         before = {p: p.read_bytes() for p in outputs}
 
-        import gesco_diffusers.transmit as transmit_module
+        import gesco_diffusers.chain as chain_module
 
         def no_model(*args, **kwargs):
             raise AssertionError("the model must not load when the outputs cannot be written")
 
         # Refused before the model loads: an earlier run's outputs, an output path that is a file.
-        monkeypatch.setattr(transmit_module, "load_pipeline", no_model)
+        monkeypatch.setattr(chain_module, "load_pipeline", no_model)
         assert run_transmit(tmp_path, "--seed", "2") == 1
         err = one_line_error(capsys)
         assert "exists (an earlier run on this map)" in err and "--overwrite" in err
@@ -280,6 +280,16 @@ def test_gesco_help_imports_no_torch():
     assert "RC 0 []" in result.stdout
     for name in ("transmit", "convert", "publish", "map-level", "evaluate"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_subcommand_help_imports_no_torch(command):
+    """`gesco <command> --help` builds that command's arguments from light modules (names, not models)."""
+    code = (f"import sys; from gesco_diffusers.cli import main; rc = main([{command!r}, '--help']); "
+            "print('RC', rc, sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RC 0 []" in result.stdout and "--help" in result.stdout, result.stdout[-2000:]
 
 
 def test_channel_receiver_and_sender_import_without_diffusers():

@@ -268,7 +268,7 @@ def test_guidance_student_samples_its_stored_schedule_in_four_single_map_calls(t
 
 def test_the_shipped_fast_model_samples_in_four_single_map_calls(one_thread):
     from gesco_diffusers.shipped import sample_maps, shipped_model_path
-    from gesco_diffusers.transmit import read_label_map
+    from gesco_diffusers.chain import read_label_map
 
     folder = shipped_model_path("fast")
     assert (folder / "model_index.json").is_file(), f"the distilled model is not shipped at {folder}"

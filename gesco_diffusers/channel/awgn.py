@@ -8,6 +8,7 @@ from typing import Any, Optional
 import torch
 
 from .base import SemanticChannel, check_psnr, gaussian_noise, psnr_to_sigma
+from .registry import PSNR_CONVENTIONS
 
 __all__ = ["AWGNChannel", "OFFICIAL_PSNR_TO_SIGMA"]
 
@@ -15,8 +16,6 @@ __all__ = ["AWGNChannel", "OFFICIAL_PSNR_TO_SIGMA"]
 # "PSNR" key -> value used as the noise *standard deviation* (the code's comment calls it a variance, but it
 # multiplies ``randn``). It is not a closed-form mapping: under Eq. 15 the 30 "dB" entry is really about 26 dB.
 OFFICIAL_PSNR_TO_SIGMA: dict[int, float] = {100: 0.0, 30: 0.05, 25: 0.08, 20: 0.13, 15: 0.22, 10: 0.36, 5: 0.6, 1: 0.9}
-
-_CONVENTIONS = ("paper", "official_table")
 
 
 class AWGNChannel(SemanticChannel):
@@ -43,8 +42,8 @@ class AWGNChannel(SemanticChannel):
         self, psnr_db: Optional[float], peak_power: float = 1.0, psnr_convention: str = "paper"
     ) -> None:
         super().__init__()
-        if psnr_convention not in _CONVENTIONS:
-            raise ValueError(f"psnr_convention must be one of {_CONVENTIONS}, got {psnr_convention!r}")
+        if psnr_convention not in PSNR_CONVENTIONS:
+            raise ValueError(f"psnr_convention must be one of {PSNR_CONVENTIONS}, got {psnr_convention!r}")
         self.psnr_db = check_psnr(psnr_db)
         self.peak_power = float(peak_power)
         self.psnr_convention = psnr_convention

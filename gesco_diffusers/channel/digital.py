@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from .base import SemanticChannel, gaussian_noise
+from .registry import MODULATIONS
 
 __all__ = [
     "BITS_PER_QPSK_SYMBOL",
-    "MODULATIONS",
     "QAM_ORDERS",
     "ComplexAWGN",
     "DigitalLinkChannel",
@@ -66,8 +66,6 @@ __all__ = [
 BITS_PER_QPSK_SYMBOL = 2
 #: Constellation sizes ``M`` of the square Gray QAM blocks (4-QAM is QPSK).
 QAM_ORDERS: tuple[int, ...] = (4, 16, 64, 256)
-#: The link's ``modulation`` names and their constellation sizes ``M``.
-MODULATIONS: dict[str, int] = {"qpsk": 4, "16qam": 16, "64qam": 64, "256qam": 256}
 _LINK_CHANNELS = ("awgn", "rayleigh_flat", "rician_flat", "multipath")
 _ES_REFERENCES = ("transmitter", "receiver")
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from .awgn import _CONVENTIONS, AWGNChannel
+from .awgn import AWGNChannel
 from .base import SemanticChannel
-from .digital import DigitalLinkChannel
-from .fading import RayleighFadingChannel
-from .poisson import PoissonChannel, PoissonGaussianChannel
+from .registry import CHANNEL_REGISTRY, PSNR_CONVENTIONS
 
 __all__ = [
     "CHANNEL_REGISTRY",
@@ -21,19 +19,6 @@ __all__ = [
     "resolve_psnr_convention",
     "stored_psnr_convention",
 ]
-
-#: How a PSNR in dB becomes a noise level: ``"paper"`` (Eq. 15) or ``"official_table"`` (the authors' hard-coded
-#: table, :data:`~gesco_diffusers.channel.OFFICIAL_PSNR_TO_SIGMA`; AWGN only).
-PSNR_CONVENTIONS: tuple[str, ...] = _CONVENTIONS
-
-CHANNEL_REGISTRY: dict[str, type[SemanticChannel]] = {
-    "awgn": AWGNChannel,
-    "poisson": PoissonChannel,
-    "mixture": PoissonGaussianChannel,
-    "rayleigh": RayleighFadingChannel,
-    "digital": DigitalLinkChannel,
-}
-
 
 def build_channel(name: str, **kwargs: Any) -> SemanticChannel:
     """Instantiate the channel registered as ``name`` with ``kwargs``, e.g. ``build_channel("awgn", psnr_db=10)``.

@@ -20,6 +20,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from .names import SAMPLERS
+
 #: Noise schedule of the paper (Sec. IV-A: "T = 1000 with a linear noise schedule").
 PAPER_DIFFUSION_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon")
@@ -33,8 +35,6 @@ X0_CLIPPING = dict(thresholding=True, sample_max_value=1.0, dynamic_thresholding
 #: Steps of the default sampler (``GescoPipeline.__call__``, ``gesco transmit``), chosen with
 #: ``benchmarks/sampler_quality.py`` (see :func:`default_scheduler`).
 DEFAULT_SAMPLING_STEPS = 40
-
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler")
 
 
 def official_ddpm_scheduler(**overrides) -> DDPMScheduler:

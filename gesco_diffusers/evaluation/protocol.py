@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from ..channel import CHANNEL_REGISTRY, build_channel
+from ..channel import CHANNEL_REGISTRY
 from ..receiver import RECEIVER_METHODS
 from .reports import PAPER_FDS_MODES, RunRecord
 
@@ -81,6 +81,8 @@ class ChannelCondition:
 
     def build(self):
         """The channel module (``None`` for the noiseless link)."""
+        from ..channel import build_channel  # (the models: torch; the names above import none, for --help)
+
         if self.is_clean:
             return None
         if self.channel == "digital":

@@ -22,19 +22,22 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..channel import SemanticChannel, build_channel
-from ..data import get_layout, load_label_array
-from ..evaluation.metrics.miou import ConfusionMatrix
+# Light imports only (names, presets): the channel models, the data readers, the encoder and torch load where they
+# are used, so `gesco map-level --help` imports no torch.
 from ..presets import DatasetPreset, get_dataset_preset
 from ..receiver import build_fds
-from ..sender import SemanticEncoder
 from ..utils.files import check_writable_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..channel import SemanticChannel
+    from ..sender import SemanticEncoder
 
 __all__ = [
     "ChannelSetting",
@@ -92,6 +95,8 @@ def default_data_root() -> Path:
 
 def _read_ids(path: Path, size: Optional[tuple[int, int]]) -> np.ndarray:
     """An id map (label or instance PNG) as int64, resized with nearest neighbour (ids must stay ids)."""
+    from ..data import load_label_array
+
     image = Image.open(path)
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.NEAREST)
@@ -111,6 +116,10 @@ def load_label_maps(
     (``<root>/coco_stuff_samples/<split>/{labels,instances}``, ``split="all"`` for train + val; the unlabelled
     255 is remapped to the preset's unlabelled id 182). ``size=(H, W)`` resizes with nearest neighbour.
     """
+    import torch
+
+    from ..data import get_layout
+
     preset = get_dataset_preset(dataset)
     if preset.name not in _DATASET_DIRS:
         raise ValueError(f"map-level data are available for {sorted(_DATASET_DIRS)}, not {preset.name!r}")
@@ -139,6 +148,8 @@ def load_label_maps(
 
 def _batches(maps: list, batch_size: int):
     """Stack maps of equal size into batches of at most ``batch_size`` (sizes differ across COCO maps)."""
+    import torch
+
     by_shape: dict[tuple[int, ...], list] = {}
     for labels, instances in maps:
         by_shape.setdefault(tuple(labels.shape), []).append((labels, instances))
@@ -166,6 +177,8 @@ class ChannelSetting:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> SemanticChannel:
+        from ..channel import build_channel
+
         return build_channel(self.factory, **self.kwargs, **{self.snr_name: self.snr_db})
 
 
@@ -200,6 +213,8 @@ def _encode_batches(maps: list, encoder: SemanticEncoder, batch_size: int) -> li
 def encode_label_maps(maps: list, preset: DatasetPreset, batch_size: int = 8) -> list[tuple[torch.Tensor, ...]]:
     """The sender's one-hot maps of ``maps`` (a list of ``(labels, instances or None)`` ``(H, W)`` int64 tensors, as
     :func:`load_label_maps` returns), encoded once for :func:`score_channel`."""
+    from ..sender import SemanticEncoder
+
     return _encode_batches(maps, SemanticEncoder.from_preset(preset), batch_size)
 
 
@@ -209,6 +224,10 @@ def score_channel(channel: SemanticChannel, batches: list, preset: DatasetPreset
     :data:`FDS_ARMS` (and of ``receivers``, e.g. a trained denoiser, by name) on the same realisation: ``miou_<arm>``
     (Eq. 16, pooled over the maps) and the received MSE and PSNR on the transmitted elements. The channel noise comes
     from a fresh generator seeded with ``seed``."""
+    import torch
+
+    from ..evaluation.metrics.miou import ConfusionMatrix
+
     generator = torch.Generator().manual_seed(seed)  # fresh per setting: results do not depend on the run order
     n = preset.num_classes
     arms = {arm: build_fds(method, num_classes=n) for arm, method in FDS_ARMS.items()}

@@ -1,43 +1,23 @@
 """Receiver side of GESCO: the fast-denoising semantic block (Eq. 1) and its adaptive, blind variant."""
 
-from typing import Any, Optional
+from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Any, Optional
 
-from .adaptive_fds import (
-    AdaptiveFastDenoisingSemantic,
-    adaptive_fast_denoise,
-    estimate_channel_sigma,
-    estimate_noise_sigma,
-    potts_mean_field,
-)
-from .fds import FastDenoisingSemantic, fast_denoise
+from ..utils.lazy import lazy_names
 
-__all__ = [
-    "FDS_METHODS",
-    "LEARNED_RECEIVER",
-    "RECEIVER_METHODS",
-    "AdaptiveFastDenoisingSemantic",
-    "FastDenoisingSemantic",
-    "MapDenoiser",
-    "adaptive_fast_denoise",
-    "build_fds",
-    "estimate_channel_sigma",
-    "estimate_noise_sigma",
-    "fast_denoise",
-    "potts_mean_field",
-]
+if TYPE_CHECKING:
+    from torch import nn
 
-
-def __getattr__(name: str) -> Any:
-    # The learned denoiser is a diffusers ModelMixin: import it only when asked for, so that the channel and the
-    # paper's FDS stay importable without diffusers.
-    if name == "MapDenoiser":
-        from .learned_denoiser import MapDenoiser
-
-        return MapDenoiser
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# The modules load on first use (diffusers' pattern): the method names below import no torch, and the learned
+# denoiser (a diffusers ModelMixin) loads only when asked for.
+__getattr__, __dir__, _names = lazy_names(__name__, {
+    "adaptive_fds": ("AdaptiveFastDenoisingSemantic", "adaptive_fast_denoise", "estimate_channel_sigma",
+                     "estimate_noise_sigma", "potts_mean_field"),
+    "fds": ("FastDenoisingSemantic", "fast_denoise"),
+    "learned_denoiser": ("MapDenoiser",),
+})
+__all__ = sorted(_names + ["FDS_METHODS", "LEARNED_RECEIVER", "RECEIVER_METHODS", "build_fds"])
 
 #: Names accepted by :func:`build_fds` (and by ``GescoPipeline(..., fds=<name>)``).
 FDS_METHODS = ("paper", "adaptive", "none")
@@ -62,8 +42,12 @@ def build_fds(name: str, num_classes: Optional[int] = None, **kwargs: Any) -> Op
     if key not in FDS_METHODS:
         raise ValueError(f"unknown fds method {name!r}; choose one of {list(FDS_METHODS)}")
     if key == "adaptive":
+        from .adaptive_fds import AdaptiveFastDenoisingSemantic
+
         return AdaptiveFastDenoisingSemantic(num_classes, **kwargs)
     if key == "paper":
+        from .fds import FastDenoisingSemantic
+
         return FastDenoisingSemantic(**kwargs)
     if kwargs:
         raise ValueError(f"FDS method 'none' takes no options, got {sorted(kwargs)}")

@@ -1,14 +1,11 @@
-"""Sender side of GESCO: semantic-map encoding (Sec. III-A) and map/image codecs."""
+"""Sender side of GESCO: semantic-map encoding (Sec. III-A, :mod:`.encoding`) and map/image codecs (:mod:`.codecs`).
 
-from . import encoding
-from .encoding import (
-    EncodedSemanticMap,
-    SemanticEncoder,
-    check_semantic_map,
-    instance_edges,
-    label_to_one_hot,
-    pad_absent_channels,
-    present_classes,
-)
+Names load on first use (diffusers' pattern): importing the package, or the codecs, imports no torch.
+"""
 
-__all__ = [*encoding.__all__]
+from ..utils.lazy import lazy_names
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "encoding": ("EncodedSemanticMap", "SemanticEncoder", "check_semantic_map", "instance_edges", "label_to_one_hot",
+                 "pad_absent_channels", "present_classes"),
+})
