@@ -9,9 +9,11 @@ id (the unlabelled id included) plus, for datasets with instance maps, one insta
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 
 def _load_class_names(dataset: str) -> Optional[list[str]]:
@@ -154,10 +156,88 @@ def _build_presets() -> dict[str, DatasetPreset]:
 DATASET_PRESETS: dict[str, DatasetPreset] = _build_presets()
 
 
-def get_dataset_preset(name: str | DatasetPreset) -> DatasetPreset:
-    """Return the preset called ``name`` (case-insensitive, ``coco``/``cocostuff`` accepted for COCO-Stuff)."""
+#: Defaults of a ``classes.json`` preset for what the file does not say.
+CLASSES_FILE_DEFAULTS = {"generation_resolution": (256, 256), "guidance_scale": 1.5, "instance_edges": False}
+
+
+def _classes_file_error(path: Path, message: str) -> ValueError:
+    return ValueError(f"{path}: {message}")
+
+
+def preset_from_classes_file(path: Union[str, os.PathLike]) -> DatasetPreset:
+    """A dataset preset defined by a ``classes.json`` file, for datasets this package does not know.
+
+    The file (the format of ``tests/fixtures/camvid/classes.json``)::
+
+        {"name": "my-streets",                       # optional: default the file's folder name
+         "classes": [{"id": 0, "name": "road", "color": [128, 64, 128]}, ...],   # ids 0..N-1, each once
+         "ignore_index": 11,                         # optional: the unlabelled id, excluded from mIoU
+         "instance_edges": false,                    # optional: append the instance-edge channel (SPADE/SDM)
+         "generation_resolution": [256, 256],        # optional: the (H, W) the model generates at
+         "guidance_scale": 1.5}                      # optional: the classifier-free guidance scale s
+
+    Other keys (a description, the source, split sizes) are ignored. A name that is a built-in preset must define
+    the same number of classes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classes file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _classes_file_error(path, f"not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
+        raise _classes_file_error(path, 'expected an object with a non-empty "classes" list')
+    classes = data["classes"]
+    for i, entry in enumerate(classes):
+        if not isinstance(entry, dict) or not {"id", "name", "color"} <= set(entry):
+            raise _classes_file_error(path, f'classes[{i}] needs "id", "name" and "color"')
+        color = entry["color"]
+        if (not isinstance(color, list) or len(color) != 3
+                or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)):
+            raise _classes_file_error(path, f"classes[{i}] color must be [r, g, b] with ints 0..255, got {color!r}")
+    ids = [entry["id"] for entry in classes]
+    if sorted(ids) != list(range(len(classes))) or any(isinstance(i, bool) for i in ids):
+        raise _classes_file_error(path, f"class ids must be 0..{len(classes) - 1}, each once; got {ids}")
+    classes = sorted(classes, key=lambda entry: entry["id"])
+    options = {**CLASSES_FILE_DEFAULTS, **{k: data[k] for k in CLASSES_FILE_DEFAULTS if k in data}}
+    unlabelled = data.get("ignore_index", data.get("unlabelled_id"))
+    if unlabelled is not None and (isinstance(unlabelled, bool) or unlabelled not in ids):
+        raise _classes_file_error(path, f"ignore_index {unlabelled!r} is not one of the class ids")
+    resolution = options["generation_resolution"]
+    if (not isinstance(resolution, (list, tuple)) or len(resolution) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resolution)):
+        raise _classes_file_error(path, f"generation_resolution must be [height, width] (positive ints), got {resolution!r}")
+    if not isinstance(options["instance_edges"], bool):
+        raise _classes_file_error(path, f"instance_edges must be true or false, got {options['instance_edges']!r}")
+    guidance = options["guidance_scale"]
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance > 0:
+        raise _classes_file_error(path, f"guidance_scale must be a positive number, got {guidance!r}")
+    name = data.get("name") or path.resolve().parent.name
+    builtin = DATASET_PRESETS.get(str(name).lower())
+    if builtin is not None and builtin.num_classes != len(classes):
+        raise _classes_file_error(path, f"name {name!r} is the built-in preset with {builtin.num_classes} classes, "
+                                        f"this file defines {len(classes)}: give it another \"name\"")
+    return DatasetPreset(
+        name=str(name), num_classes=len(classes), unlabelled_id=unlabelled,
+        use_instance_edges=options["instance_edges"], class_names=tuple(str(c["name"]) for c in classes),
+        palette=tuple(tuple(c["color"]) for c in classes), guidance_scale=float(guidance),
+        resolution=tuple(resolution), ignore_ids=() if unlabelled is None else (unlabelled,),
+    )
+
+
+def is_classes_file(name: Any) -> bool:
+    """Whether a dataset argument names a ``classes.json`` file rather than a built-in preset."""
+    return isinstance(name, (str, os.PathLike)) and str(name).endswith(".json")
+
+
+def get_dataset_preset(name: Union[str, os.PathLike, DatasetPreset]) -> DatasetPreset:
+    """Return the preset called ``name`` (case-insensitive, ``coco``/``cocostuff`` accepted for COCO-Stuff), or the
+    one a ``classes.json`` file defines (:func:`preset_from_classes_file`)."""
     if isinstance(name, DatasetPreset):
         return name
+    if is_classes_file(name):
+        return preset_from_classes_file(name)
     key = name.lower().replace("_", "-")
     key = {"coco": "coco-stuff", "cocostuff": "coco-stuff", "ade20k-150": "ade20k"}.get(key, key)
     if key not in DATASET_PRESETS:

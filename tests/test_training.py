@@ -692,3 +692,23 @@ def test_throughput_benchmark_quick(capsys):
     assert result["images_per_second"] > 0 and result["peak_memory_mb"] > 0 and result["batch_size"] == 2
     assert result["data"] == f"CamVid train ({CAMVID})"  # the fixture's photos, not the random fallback
     assert math.isfinite(result["final_loss"])
+
+
+def test_a_classes_file_dataset_trains_and_evaluates_in_the_generic_layout(tmp_path, one_thread):
+    """``--dataset path/classes.json``: a dataset the package does not know, read from {split}/images and
+    {split}/labels; the pipeline carries the file's preset, and ``evaluate`` reads the data through it."""
+    from gesco_diffusers.evaluation import ScoringNetworks, channel_grid, evaluate
+
+    classes = json.loads((CAMVID / "classes.json").read_text())
+    classes["name"] = "mystreets"
+    classes["classes"][3]["name"] = "street"
+    (tmp_path / "classes.json").write_text(json.dumps(classes))
+    args = tiny_args(tmp_path / "run", steps=2, extra=["--report_to", "none"])
+    args[args.index("camvid")] = str(tmp_path / "classes.json")
+    out = train.main(train.parse_args(args))
+    pipe = GescoPipeline.from_pretrained(str(out))
+    assert pipe.dataset_preset.name == "mystreets" and pipe.dataset_preset.class_names[3] == "street"
+    report = evaluate(pipe, conditions=channel_grid(["awgn"], psnrs=[10]), data_dir=CAMVID, fds=("paper",),
+                      num_inference_steps=1, image_codec=None, rate_distortion=False, device="cpu", limit=2,
+                      networks=ScoringNetworks(judge=None, lpips=None, fid=None), out_dir=tmp_path / "eval")
+    assert report.settings["dataset"] == "mystreets" and report.settings["num_items"] == 2

@@ -247,7 +247,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def resolve_preset(args: argparse.Namespace) -> DatasetPreset:
-    """The dataset preset: a named one, or (``--num_classes``) a plain custom one for a Hub/local table."""
+    """The dataset preset: a named one or a ``classes.json`` file (``--dataset``), or (``--num_classes``) a plain
+    custom one for a Hub/local table."""
     if args.num_classes is not None:
         if args.dataset is not None and args.dataset in DATASET_PRESETS:
             raise ValueError("--num_classes is for datasets without a preset; drop it or --dataset")
@@ -267,8 +268,10 @@ def resolve_preset(args: argparse.Namespace) -> DatasetPreset:
 
 
 def load_split(args, preset: DatasetPreset, split: str, limit: Optional[int] = None):
+    # (a file layout needs the preset itself: a classes.json preset has no registered name)
     return load_semantic_dataset(
-        preset.name, args.data_dir, split, dataset_name=args.dataset_name, image_column=args.image_column,
+        preset if args.dataset_name is None else preset.name, args.data_dir, split, dataset_name=args.dataset_name,
+        image_column=args.image_column,
         label_column=args.label_column, instance_column=args.instance_column, label_remap=args.label_remap,
         config_name=args.dataset_config_name, cache_dir=args.cache_dir, limit=limit,
     )

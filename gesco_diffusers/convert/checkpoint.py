@@ -105,7 +105,8 @@ def dataset_for_architecture(arch: OfficialUNetArchitecture, dataset: Union[str,
     matches = [p for p in DATASET_PRESETS.values() if p.map_channels == C]
     if len(matches) != 1:
         known = {p.name: p.map_channels for p in DATASET_PRESETS.values()}
-        raise ValueError(f"cannot infer the dataset from C = {C} map channels (known: {known}); pass dataset=")
+        raise ValueError(f"cannot infer the dataset from C = {C} map channels (known: {known}); pass dataset= / "
+                         "--classes classes.json (any class count)")
     return matches[0]
 
 
@@ -179,7 +180,7 @@ def convert_official_checkpoint(
     Args:
         checkpoint: ``ema_0.9999_*.pt`` / ``model*.pt`` / ``.safetensors`` official state dict.
         output_dir: destination folder (must be absent or empty unless ``overwrite``).
-        dataset: dataset preset name; default: inferred from the map channels C (required for 2-channel
+        dataset: dataset preset name or ``classes.json`` file; default: inferred from the map channels C (required for 2-channel
             ``one_hot_label=False`` checkpoints).
         num_head_channels: channels per attention head (``--num_head_channels``, 64 in the official commands).
         guidance_scale: classifier-free guidance stored with the pipeline (default: the dataset's, 2 for Cityscapes,

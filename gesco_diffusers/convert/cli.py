@@ -22,6 +22,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("--dataset", choices=sorted(DATASET_PRESETS),
                         help="dataset preset (default: inferred from the map channels; required for 2-channel "
                              "one_hot_label=False checkpoints)")
+    parser.add_argument("--classes", metavar="CLASSES_JSON",
+                        help="instead of --dataset: a classes.json file defining the dataset (names, colours, "
+                             "unlabelled id, instance edges), for checkpoints trained on any other class count")
     parser.add_argument("--num-head-channels", type=int, default=64,
                         help="channels per attention head (--num_head_channels of the authors' run; default 64)")
     parser.add_argument("--guidance-scale", type=float, default=None,
@@ -39,8 +42,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 def run(args: argparse.Namespace) -> int:
     from .checkpoint import convert_official_checkpoint
 
+    if args.classes is not None and args.dataset is not None:
+        raise ValueError("give --dataset (a preset) or --classes (a classes.json file), not both")
     convert_official_checkpoint(
-        args.checkpoint, args.output_dir, dataset=args.dataset, num_head_channels=args.num_head_channels,
+        args.checkpoint, args.output_dir, dataset=args.classes or args.dataset, num_head_channels=args.num_head_channels,
         guidance_scale=args.guidance_scale, sample_size=args.sample_size, fp16_variant=not args.no_fp16,
         overwrite=args.overwrite, repo_id=args.repo_id, verbose=args.verbose,
     )

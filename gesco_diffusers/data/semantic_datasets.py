@@ -274,13 +274,25 @@ DATASET_LAYOUTS: dict[str, DatasetLayout] = {
 }
 
 
-def get_layout(name: str) -> DatasetLayout:
-    from ..presets import get_dataset_preset
+def _list_generic(root: Path, split: str) -> dict[str, list[Optional[str]]]:
+    """``{split}/images``, ``{split}/labels`` and, when present, ``{split}/instances``: the layout of a dataset
+    defined by a ``classes.json`` file (CamVid's)."""
+    instances = root / split / "instances"
+    return pair_files(root / split / "images", root / split / "labels", instances if instances.is_dir() else None)
+
+
+def get_layout(name) -> DatasetLayout:
+    """The file layout of a dataset preset (a name, a ``classes.json`` file or a preset object); datasets this package does not know
+    are read in the generic ``{split}/{images,labels[,instances]}`` layout."""
+    from ..presets import DatasetPreset, get_dataset_preset, is_classes_file
 
     key = get_dataset_preset(name).name
-    if key not in DATASET_LAYOUTS:
-        raise ValueError(f"no file layout for dataset {name!r}; available: {sorted(DATASET_LAYOUTS)}")
-    return DATASET_LAYOUTS[key]
+    if key in DATASET_LAYOUTS:
+        return DATASET_LAYOUTS[key]
+    if is_classes_file(name) or isinstance(name, DatasetPreset):
+        return DatasetLayout(key, _list_generic)
+    raise ValueError(f"no file layout for dataset {name!r}; available: {sorted(DATASET_LAYOUTS)} or a classes.json "
+                     "file (generic {split}/images + {split}/labels layout)")
 
 
 def _with_index(dataset: datasets.Dataset) -> datasets.Dataset:
@@ -290,17 +302,19 @@ def _with_index(dataset: datasets.Dataset) -> datasets.Dataset:
 
 
 def list_files(
-    name: str, root: Union[str, os.PathLike], split: str = "train", limit: Optional[int] = None
+    name: Union[str, "DatasetLayout"], root: Union[str, os.PathLike], split: str = "train", limit: Optional[int] = None
 ) -> datasets.Dataset:
-    """A ``datasets.Dataset`` of file paths for a known dataset layout (``DATASET_LAYOUTS``), sorted by file key.
+    """A ``datasets.Dataset`` of file paths for a dataset layout, sorted by file key.
 
     Args:
-        name: dataset name (``"cityscapes"``, ``"ade20k"``, ``"coco-stuff"``, ``"camvid"``).
+        name: dataset name (``"cityscapes"``, ``"ade20k"``, ``"coco-stuff"``, ``"camvid"``, a ``classes.json`` file)
+            or a :class:`DatasetLayout`.
         root: the dataset folder.
         split: ``"train"`` or ``"val"``.
         limit: keep only the first ``limit`` rows (quick experiments, tests).
     """
-    rows = get_layout(name).list_files(Path(root), split)
+    layout = name if isinstance(name, DatasetLayout) else get_layout(name)
+    rows = layout.list_files(Path(root), split)
     if limit is not None:
         rows = {k: v[:limit] for k, v in rows.items()}
     features = datasets.Features({k: datasets.Value("string") for k in rows})
@@ -377,7 +391,7 @@ def load_semantic_dataset(
     layout = get_layout(dataset)
     if label_remap is not None and LABEL_REMAPS.get(label_remap) is not layout.remap_labels:
         raise ValueError(f"dataset {dataset!r} has its own label remapping; label_remap applies to dataset_name only")
-    return list_files(layout.name, data_dir, split, limit), layout
+    return list_files(layout, data_dir, split, limit), layout
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 import torch
 
 from ..channel import channel_for, resolve_psnr_convention
+from ..presets import get_dataset_preset
 from .data import EvaluationData
 from .distributed import Processes, SingleProcess, numbered_batches
 from .protocol import DEFAULT_IMAGE_QUALITIES, PAPER_PSNRS, ChannelCondition, Run, channel_grid, plan_runs
@@ -172,11 +173,15 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
     preset = pipe.dataset_preset
     if ablation_pipe is not None and ablation_pipe.dataset_preset.map_channels != preset.map_channels:
         raise ValueError("the ablation pipeline has another number of map channels than the main pipeline")
-    dataset = s.dataset or preset.name
+    data_preset = get_dataset_preset(s.dataset) if s.dataset is not None else preset
+    if data_preset.num_classes != preset.num_classes:
+        raise ValueError(f"dataset {data_preset.name!r} has {data_preset.num_classes} classes, the model's maps "
+                         f"{preset.num_classes}")
+    dataset = data_preset.name
     size = check_size(s.size if s.size is not None else sample_size(pipe), pipe.unet.downsampling_factor)
     shipped = s.data_dir is None and s.dataset_name is None
     data_dir = shipped_data(dataset, s.split) if shipped else s.data_dir
-    data = EvaluationData(dataset, s.split, size, data_dir=data_dir, dataset_name=s.dataset_name, limit=s.limit)
+    data = EvaluationData(data_preset, s.split, size, data_dir=data_dir, dataset_name=s.dataset_name, limit=s.limit)
     data_notes = [f"data: the {len(data)} {dataset} samples shipped with the package; pass --data-dir (the dataset "
                   "folder) for the paper's figures"] if shipped else []
     channels = list(dict.fromkeys(c.channel for c in conditions))
