@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -31,6 +32,7 @@ __all__ = [
     "LABEL_MODES",
     "build_link",
     "label_map_from_image",
+    "looks_like_a_photo",
     "load_pipeline",
     "read_label_map",
     "resize_labels",
@@ -65,11 +67,33 @@ def load_pipeline(model: Optional[str], device: str) -> tuple[GescoPipeline, str
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()
     try:
-        pipe = GescoPipeline.from_pretrained(model, torch_dtype=dtype)
+        pipe = GescoPipeline.from_pretrained(model, dtype=dtype)
     finally:
         if bars:
             diffusers_logging.enable_progress_bar()
     return pipe.to(device), model
+
+
+#: Above this share of +-1 steps among the id changes between neighbouring pixels, a "label map" is more likely a photo
+#: (a grey picture with few levels changes in smooth ramps; a label map changes at object boundaries, between any
+#: two class ids). The threshold separates CamVid/COCO-Stuff maps from CamVid photos read as ids
+#: (``benchmarks/photo_heuristic.py``, figures in benchmarks/README.md).
+PHOTO_RAMP_SHARE = 0.55
+#: Upscaling a map by more than this factor (either side) to the generation size earns a warning.
+MAX_QUIET_UPSCALE = 4.0
+
+
+def ramp_share(labels: np.ndarray) -> float:
+    """The share of +-1 steps among the id changes between horizontally or vertically neighbouring pixels."""
+    ids = np.asarray(labels, dtype=np.int64)
+    steps = np.concatenate([np.diff(ids, axis=1).ravel(), np.diff(ids, axis=0).ravel()])
+    steps = steps[steps != 0]
+    return float((np.abs(steps) == 1).mean()) if steps.size else 0.0
+
+
+def looks_like_a_photo(labels: np.ndarray) -> bool:
+    """Whether an id map with at least four ids changes like a photo (:data:`PHOTO_RAMP_SHARE`)."""
+    return np.unique(labels).size >= 4 and ramp_share(labels) > PHOTO_RAMP_SHARE
 
 
 def _check_ids(labels: np.ndarray, preset: DatasetPreset, what: str) -> np.ndarray:
@@ -78,6 +102,10 @@ def _check_ids(labels: np.ndarray, preset: DatasetPreset, what: str) -> np.ndarr
         raise ValueError(
             f"{what}: ids {foreign[:8].tolist()} are not {preset.name} classes (0..{preset.num_classes - 1})"
         )
+    if looks_like_a_photo(labels):
+        warnings.warn(f"{what} looks like a photo, not a label map: {ramp_share(labels):.0%} of its id changes are "
+                      "+-1 steps (smooth ramps; label maps measure at most 51%); pass the segmentation map",
+                      stacklevel=3)
     return labels
 
 
@@ -108,7 +136,14 @@ def label_map_from_image(image: PIL.Image.Image, preset: DatasetPreset, what: st
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize to ``size`` = (height, width), as label maps must be (no new ids)."""
+    """Nearest-neighbour resize to ``size`` = (height, width), as label maps must be (no new ids). Upscaling by more
+    than :data:`MAX_QUIET_UPSCALE` on a side is warned about (a 1x1 map becomes one block of one class)."""
+    if labels.ndim != 2 or 0 in labels.shape:
+        raise ValueError(f"a label map must be a non-empty (H, W) array, got shape {labels.shape}")
+    factor = max(size[0] / labels.shape[0], size[1] / labels.shape[1])
+    if factor > MAX_QUIET_UPSCALE:
+        warnings.warn(f"the {labels.shape[0]}x{labels.shape[1]} label map is upscaled {factor:.0f}x to the "
+                      f"generation size {size[0]}x{size[1]}: each of its pixels becomes a block", stacklevel=2)
     image = PIL.Image.fromarray(labels.astype(np.int32), mode="I")
     return np.array(image.resize((size[1], size[0]), PIL.Image.NEAREST)).astype(np.int64)
 

@@ -9,7 +9,9 @@ Errors are reported in one line with a non-zero exit status, never as a tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from typing import Callable, Optional, Sequence
 
 
@@ -112,6 +114,17 @@ def build_parser(command: Optional[str] = None) -> tuple[argparse.ArgumentParser
     return parser, runners
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Our warnings (a photo given as a label map, a tiny map upscaled) as one line each, like the errors."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"gesco {command}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one ``gesco`` command; return its exit status: 0, 1 (an error, reported in one line on stderr), 2 (a usage
     error) or 130 (interrupted, e.g. Ctrl-C)."""
@@ -123,7 +136,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exit_:  # usage errors (one line, see _OneLineParser) and --help
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     try:
-        return int(runners[args.command](args) or 0)
+        with _one_line_warnings(args.command):
+            return int(runners[args.command](args) or 0)
     except KeyboardInterrupt:
         print(f"gesco {args.command}: interrupted", file=sys.stderr)
         return 130
