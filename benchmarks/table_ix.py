@@ -114,7 +114,8 @@ def generated_kpis(args, model: str, denoiser: str) -> dict[str, dict]:
     networks = ScoringNetworks(judge=args.judge or "default", lpips=None, fid=None)
     report = evaluate(model, conditions=[ChannelCondition("awgn", args.psnr)], fds=[m for _, m in ROWS],
                       denoiser=denoiser, data_dir=args.data_dir, limit=args.limit, out_dir=Path(args.out) / "evaluate",
-                      image_codec=None, rate_distortion=False, num_inference_steps=args.steps, seed=args.seed,
+                      image_codec=None, rate_distortion=False, num_inference_steps=args.steps, sampler=args.sampler,
+                      seed=args.seed,
                       batch_size=args.batch_size, device="cpu", networks=networks, table_psnr=args.psnr)
     return {r.fds: {"judge_miou": r.value("miou"), "judge_fd": r.value("judge_fd"), "num_images": r.num_images}
             for r in report.records}
@@ -145,6 +146,8 @@ def main(argv=None) -> dict:
     p.add_argument("--psnr", type=float, default=10.0)
     p.add_argument("--limit", type=int, default=None, help="first N val maps (default: all)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--sampler", default=None, help="a sampler name of gesco_diffusers.diffusion.SAMPLERS (default: "
+                                                   "the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=20, help="timed receiver calls per row")

@@ -12,8 +12,9 @@ from typing import Optional
 
 #: Shipped pipelines by the short names the commands accept (``--model demo``, ``--model fast``).
 #: ``demo``: the CamVid model trained with ``training/train.py`` (SDE-DPM-Solver++, 40 guided steps);
-#: ``fast``: its distilled student (``training/distill.py``, guidance distillation; 4 single-map U-Net calls per image).
-SHIPPED_MODELS = {"demo": "camvid", "fast": "camvid-fast"}
+#: ``fast``: its distilled student (``training/distill.py``, guidance distillation; 4 single-map U-Net calls per image);
+#: ``ablation``: the demo configuration trained without noisy maps (Table VIII's second arm).
+SHIPPED_MODELS = {"demo": "camvid", "fast": "camvid-fast", "ablation": "camvid-no-noisy-training"}
 #: The model the commands run when none is named.
 DEFAULT_MODEL = "demo"
 

@@ -176,6 +176,16 @@ def draw_batch(images, labels, args, generator):
     return x, y, psnrs
 
 
+def portable_command(argv) -> str:
+    """The command line as it can ship: the data and output folders (paths of the training machine) as placeholders."""
+    placeholders = {"--data_dir": "path/to/data", "--output_dir": "OUTPUT_DIR"}
+    words, hide = [], None
+    for word in argv:
+        words.append(placeholders[hide] if hide else word)
+        hide = word if word in placeholders else None
+    return "python training/train_baseline.py " + " ".join(words)
+
+
 def save_checkpoint(output_dir: Path, limit: int, task, optimizer, scheduler, generator, step, elapsed, losses) -> None:
     with staged_directory(output_dir / f"{CHECKPOINT_PREFIX}{step}") as tmp:
         write_state(tmp, "model", task.model.state_dict())
@@ -240,7 +250,7 @@ def main(argv=None) -> dict:
 
     train_seconds = elapsed_before + time.time() - start
     log = {
-        "command": "python training/train_baseline.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": portable_command(sys.argv[1:] if argv is None else argv),
         "args": redact_secrets({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
                                 if k not in ("data_dir", "output_dir")}),
         "steps": step,
