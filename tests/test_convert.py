@@ -713,19 +713,22 @@ def blocky_label_map(num_classes: int, seed: int) -> np.ndarray:
     return np.kron(label_map((4, 4), num_classes=num_classes, seed=seed), np.ones((8, 8), dtype=np.int64))
 
 
+@pytest.mark.parametrize("source", ["GESCO", "SDM"])
 @pytest.mark.parametrize("segmap_channels,dataset,num_classes,edges",
                          [(184, "coco-stuff", 183, True), (151, "ade20k", 151, False)])
-def test_coco_and_ade20k_checkpoints_convert_load_and_sample(tmp_path, segmap_channels, dataset, num_classes, edges):
-    """A tiny official-layout checkpoint with C map channels (random weights, reduced widths) through
-    convert_official_checkpoint: the dataset is inferred from C, the folder loads with the converted tensors, the map is
-    encoded with (COCO) or without (ADE20K) the edge channel, and 2 sampling steps give finite images that depend on
-    the map."""
-    official = random_official_state_dict(seed=7, segmap_channels=segmap_channels)
+def test_coco_and_ade20k_checkpoints_convert_load_and_sample(tmp_path, segmap_channels, dataset, num_classes, edges,
+                                                             source):
+    """A tiny official-layout checkpoint with C map channels (random weights, reduced widths; GESCO's layout or SDM's,
+    which has no encoder spade_norm blocks) through convert_official_checkpoint: the dataset is inferred from C, the
+    folder loads with the converted tensors, the map is encoded with (COCO) or without (ADE20K) the edge channel, and
+    2 sampling steps give finite images that depend on the map."""
+    official = random_official_state_dict(seed=7, segmap_channels=segmap_channels, spade_norm=source == "GESCO")
     torch.save(official, tmp_path / "ema_0.9999_050000.pt")
     lines = []
     result = convert_official_checkpoint(tmp_path / "ema_0.9999_050000.pt", tmp_path / "out",
                                          num_head_channels=HEAD_CHANNELS, fp16_variant=False, print_fn=lines.append)
     assert result.dataset.name == dataset and "unmapped: none" in lines[0]
+    assert result.architecture.source == source
     preset = result.dataset
     assert preset.num_classes == num_classes and preset.use_instance_edges is edges
     assert preset.map_channels == segmap_channels
