@@ -220,3 +220,34 @@ def test_factory_and_descriptions():
                            "sigma": pytest.approx(10 ** -0.5)}
     assert "psnr_db=10.0" in repr(AWGNChannel(10.0))
     assert "equalize=False" in repr(RayleighFadingChannel(3.0, equalize=False))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The noise level as a call argument (Sionna's convention): one module sweeps every PSNR
+
+
+def test_psnr_at_call_time_matches_the_constructor_form_and_broadcasts_per_example():
+    from gesco_diffusers.channel import AWGNChannel, PoissonChannel, RayleighFadingChannel
+
+    x = torch.zeros(3, 4, 64, 64)
+    channel = AWGNChannel(None)  # the constructor's level is not used when psnr_db is given
+    swept = channel(x, generator=torch.Generator().manual_seed(0), psnr_db=[20.0, 10.0, 1.0])
+    for i, psnr in enumerate((20.0, 10.0, 1.0)):
+        assert float(swept[i].std()) == pytest.approx(10 ** (-psnr / 20), rel=0.02)
+    fixed = AWGNChannel(10.0)(x, generator=torch.Generator().manual_seed(0))
+    at_call = channel(x, generator=torch.Generator().manual_seed(0), psnr_db=10.0)
+    torch.testing.assert_close(at_call, fixed, rtol=1e-6, atol=1e-7)
+    table = AWGNChannel(None, psnr_convention="official_table")
+    assert float(table(x, generator=torch.Generator().manual_seed(0), psnr_db=torch.tensor([10.0] * 3)).std()) \
+        == pytest.approx(0.36, rel=0.02)  # the authors' table, not Eq. 15's 0.316
+    with pytest.raises(ValueError, match="not in the official table"):
+        table(x, psnr_db=12.0)
+    with pytest.raises(ValueError, match=r"one value per example \(3\)"):
+        channel(x, psnr_db=[10.0, 20.0])
+    with pytest.raises(ValueError, match="finite number of dB"):
+        channel(x, psnr_db=[10.0, float("nan"), 1.0])
+    faded = RayleighFadingChannel(None)(torch.ones(2, 4, 32, 32), generator=torch.Generator().manual_seed(1),
+                                        psnr_db=[30.0, 1.0])
+    assert float((faded[1] - 1).std()) > 5 * float((faded[0] - 1).std())
+    with pytest.raises(TypeError, match="PoissonChannel takes its noise level in the constructor only"):
+        PoissonChannel(10.0)(torch.ones(1, 2, 4, 4), psnr_db=5.0)

@@ -47,19 +47,18 @@ class AWGNChannel(SemanticChannel):
         self.psnr_db = check_psnr(psnr_db)
         self.peak_power = float(peak_power)
         self.psnr_convention = psnr_convention
-        if psnr_convention == "paper" or self.psnr_db == math.inf:
-            self.sigma = psnr_to_sigma(self.psnr_db, self.peak_power)
-        else:
-            if self.peak_power != 1.0:
-                raise ValueError(
-                    "psnr_convention='official_table' is defined for peak-1 one-hot maps only; got peak_power="
-                    f"{self.peak_power}"
-                )
-            if self.psnr_db not in OFFICIAL_PSNR_TO_SIGMA:
-                raise ValueError(
-                    f"PSNR {self.psnr_db:g} dB is not in the official table; allowed: {sorted(OFFICIAL_PSNR_TO_SIGMA)}"
-                )
-            self.sigma = OFFICIAL_PSNR_TO_SIGMA[int(self.psnr_db)]
+        if psnr_convention == "official_table" and self.peak_power != 1.0:
+            raise ValueError(
+                f"psnr_convention='official_table' is defined for peak-1 one-hot maps only; got peak_power={peak_power}"
+            )
+        self.sigma = self._sigma_at(self.psnr_db)
+
+    def _sigma_at(self, psnr_db: float) -> float:
+        if self.psnr_convention == "paper" or psnr_db == math.inf:
+            return psnr_to_sigma(psnr_db, self.peak_power)
+        if psnr_db not in OFFICIAL_PSNR_TO_SIGMA:
+            raise ValueError(f"PSNR {psnr_db:g} dB is not in the official table; allowed: {sorted(OFFICIAL_PSNR_TO_SIGMA)}")
+        return OFFICIAL_PSNR_TO_SIGMA[int(psnr_db)]
 
     def _corrupt(
         self, x: torch.Tensor, transmitted: torch.Tensor, generator: Optional[torch.Generator]
@@ -67,6 +66,11 @@ class AWGNChannel(SemanticChannel):
         if self.sigma == 0.0:
             return x.clone()
         return x + gaussian_noise(x, self.sigma, generator)
+
+    def _corrupt_with_sigma(
+        self, x: torch.Tensor, transmitted: torch.Tensor, generator: Optional[torch.Generator], sigma: torch.Tensor
+    ) -> torch.Tensor:
+        return x + gaussian_noise(x, 1.0, generator) * sigma.to(x.device, x.dtype)
 
     def _params(self) -> dict[str, Any]:
         return {

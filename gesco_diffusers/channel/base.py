@@ -11,7 +11,7 @@ device ``x`` lives on.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -58,6 +58,17 @@ def empirical_psnr(clean: torch.Tensor, received: torch.Tensor, peak_power: floa
     return math.inf if mse == 0.0 else 10.0 * math.log10(peak_power / mse)
 
 
+def _per_example(psnr_db: Union[float, Sequence[float], torch.Tensor], batch: int) -> list[float]:
+    """A call-time PSNR as ``batch`` checked floats: one value for every example, or one per example."""
+    if isinstance(psnr_db, torch.Tensor):
+        psnr_db = psnr_db.tolist()
+    if isinstance(psnr_db, (int, float)) and not isinstance(psnr_db, bool):
+        return [check_psnr(psnr_db)] * batch
+    if not isinstance(psnr_db, (list, tuple)) or len(psnr_db) != batch:
+        raise ValueError(f"psnr_db must be a number or one value per example ({batch}), got {psnr_db!r}")
+    return [check_psnr(level) for level in psnr_db]
+
+
 def _noise_device(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.device:
     return generator.device if generator is not None else like.device
 
@@ -88,6 +99,7 @@ class SemanticChannel(nn.Module):
         x: torch.Tensor,
         transmitted: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        psnr_db: Union[None, float, Sequence[float], torch.Tensor] = None,
     ) -> torch.Tensor:
         """Send ``x`` (``(B, C, H, W)`` float) through the channel; channels outside ``transmitted`` come out zero.
 
@@ -95,16 +107,34 @@ class SemanticChannel(nn.Module):
             x: the sender's map, finite floats.
             transmitted: ``(B, C)`` bool side information; ``None`` means every channel is transmitted.
             generator: the source of all randomness (``None``: torch's global generator).
+            psnr_db: the noise level as a call argument (Sionna's convention), one PSNR for the batch or one per
+                example (``B`` values, broadcast over the map), under the channel's own PSNR definition; ``None``
+                uses the level given to the constructor. Channels whose level is not a Gaussian PSNR refuse it.
         """
         mask = check_semantic_map(x, transmitted)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        return pad_absent_channels(self._corrupt(x, mask, generator), mask)
+        if psnr_db is None:
+            return pad_absent_channels(self._corrupt(x, mask, generator), mask)
+        sigma = torch.tensor([self._sigma_at(level) for level in _per_example(psnr_db, x.shape[0])],
+                             dtype=torch.float64)
+        return pad_absent_channels(self._corrupt_with_sigma(x, mask, generator, sigma.view(-1, 1, 1, 1)), mask)
 
     def _corrupt(
         self, x: torch.Tensor, transmitted: torch.Tensor, generator: Optional[torch.Generator]
     ) -> torch.Tensor:
         """Return the received map for every channel (absent channels are zeroed afterwards by ``forward``)."""
+        raise NotImplementedError
+
+    def _sigma_at(self, psnr_db: float) -> float:
+        """The noise standard deviation of a PSNR given at call time (channels with a Gaussian level override it)."""
+        raise TypeError(f"{type(self).__name__} takes its noise level in the constructor only; psnr_db= at call time "
+                        "is for the Gaussian channels (AWGN, Rayleigh)")
+
+    def _corrupt_with_sigma(
+        self, x: torch.Tensor, transmitted: torch.Tensor, generator: Optional[torch.Generator], sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_corrupt` with the noise standard deviation ``sigma`` (``(B, 1, 1, 1)``) instead of the stored one."""
         raise NotImplementedError
 
     def _params(self) -> dict[str, Any]:

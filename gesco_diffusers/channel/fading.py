@@ -83,11 +83,20 @@ class RayleighFadingChannel(SemanticChannel):
             h = h[:, :, index].reshape(batch, channels, height, width)
         return h.expand(shape)
 
+    def _sigma_at(self, psnr_db: float) -> float:
+        return psnr_to_sigma(psnr_db, self.peak_power)
+
     def _corrupt(
         self, x: torch.Tensor, transmitted: torch.Tensor, generator: Optional[torch.Generator]
     ) -> torch.Tensor:
+        return self._corrupt_with_sigma(x, transmitted, generator, self.sigma)
+
+    def _corrupt_with_sigma(
+        self, x: torch.Tensor, transmitted: torch.Tensor, generator: Optional[torch.Generator], sigma
+    ) -> torch.Tensor:
         h = self.sample_gains(tuple(x.shape), generator, x.device)
-        noise = gaussian_noise(x, self.sigma, generator, (2, *x.shape))
+        noise = gaussian_noise(x, 1.0, generator, (2, *x.shape)) * (
+            sigma.to(x.device, x.dtype) if torch.is_tensor(sigma) else sigma)
         received = h * x + torch.complex(noise[0], noise[1])
         # Coherent receiver: rotate by conj(h)/|h| (phase), then optionally divide by |h| (amplitude).
         derotated = (received * h.conj() / h.abs()).real
