@@ -2,7 +2,7 @@
 # The paper's comparisons on CamVid (issue #19), one command each, all 101 val maps, AWGN (Eq. 15), the demo model's
 # KPI protocol (respaced DDPM, 15 steps, guidance 1.5, seed 0 + map index; see README "The demo model"):
 #
-#   bash benchmarks/paper_baselines.sh fig10    # GESCO vs DeepJSCC (two bandwidth ratios) at 20/10/5/1 dB
+#   bash benchmarks/paper_baselines.sh fig10    # GESCO vs DeepJSCC (three bandwidth ratios) at 20/10/5/1 dB
 #   bash benchmarks/paper_baselines.sh table8   # FDS on/off x noisy training on/off at 10 dB (--ablation-model)
 #   bash benchmarks/paper_baselines.sh table9   # no FDS / paper FDS / adaptive FDS / learned denoiser at 10 dB
 #   bash benchmarks/paper_baselines.sh all
@@ -18,7 +18,7 @@ OUT=${OUT:-outputs/paper_baselines}
 LIMIT=${LIMIT:-}
 SAMPLER=${SAMPLER:-ddpm}
 STEPS=${STEPS:-15}
-DEEPJSCC=${DEEPJSCC:-deepjscc-r1_4 deepjscc-r1_2}
+DEEPJSCC=${DEEPJSCC:-deepjscc-r1_48 deepjscc-r1_4 deepjscc-r1_2}
 DENOISER=${DENOISER:-map-denoiser}
 ABLATION=${ABLATION:-ablation}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

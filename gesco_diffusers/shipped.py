@@ -20,14 +20,16 @@ DEFAULT_MODEL = "demo"
 
 
 #: Shipped comparison networks (``gesco_diffusers/assets/baselines``), trained by ``training/train_baseline.py``:
-#: DeepJSCC at two bandwidth ratios (Fig. 10) and the learned map denoiser (Table IX).
+#: DeepJSCC at three bandwidth ratios k/n (Fig. 10: 1/48, about the paper's DeepJSCC rate; 1/4, about the channel uses
+#: of our coded 64x80 map; 1/2, twice that) and the learned map denoiser (Table IX).
 SHIPPED_BASELINES = {
+    "deepjscc-r1_48": "camvid-deepjscc-r1_48",
     "deepjscc-r1_4": "camvid-deepjscc-r1_4",
     "deepjscc-r1_2": "camvid-deepjscc-r1_2",
     "map-denoiser": "camvid-map-denoiser",
 }
 #: What ``gesco evaluate --baselines deepjscc`` runs when no model folders are given.
-DEFAULT_DEEPJSCC = ("deepjscc-r1_4", "deepjscc-r1_2")
+DEFAULT_DEEPJSCC = ("deepjscc-r1_48", "deepjscc-r1_4", "deepjscc-r1_2")
 #: The receiver of ``--fds learned`` when no ``--denoiser`` is given.
 DEFAULT_DENOISER = "map-denoiser"
 

@@ -40,7 +40,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                         help="comparison systems run at every analog condition: deepjscc (Fig. 10)")
     parser.add_argument("--deepjscc-models", nargs="+", default=None,
                         help="DeepJSCC folders or shipped names for --baselines deepjscc (default: the shipped "
-                             "deepjscc-r1_4 and deepjscc-r1_2)")
+                             "deepjscc-r1_48, deepjscc-r1_4 and deepjscc-r1_2)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
     parser.add_argument("--sampler", default="default", choices=("default",) + tuple(SAMPLERS))
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale s (default: the model's)")
