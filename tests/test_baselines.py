@@ -127,6 +127,9 @@ def test_the_training_script_resumes_exactly_and_refuses_to_overwrite(train_base
     log = json.loads((tmp_path / "a" / "training_log.json").read_text())
     assert "data_dir" not in log["args"] and log["num_parameters"] == sum(p.numel() for p in a.parameters())
     assert str(tmp_path) not in log["command"] and str(CAMVID) not in log["command"]  # no machine paths ship
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: diffusers") and "# Learned map denoiser (paper Table IX)" in card
+    assert f"Parameters: {log['num_parameters']:,}" in card and str(tmp_path) not in card
 
 
 def test_the_training_script_refuses_bad_input_in_one_line(train_baseline, tmp_path):

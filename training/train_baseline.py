@@ -58,7 +58,7 @@ from gesco_diffusers.utils.secrets import redact_secrets  # noqa: E402
 
 #: The noisy-map mix of the CamVid training config (training/configs/camvid-small.yaml: noise_psnrs).
 DEFAULT_PSNRS = (30.0, 25.0, 20.0, 15.0, 10.0, 1.0)
-RUN_FILES = ("checkpoint-*", ".checkpoint-*", "config.json", "*.safetensors", "training_log.json")
+RUN_FILES = ("checkpoint-*", ".checkpoint-*", "config.json", "*.safetensors", "training_log.json", "README.md")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -176,6 +176,65 @@ def draw_batch(images, labels, args, generator):
     return x, y, psnrs
 
 
+CARD = """---
+library_name: diffusers
+tags: [gesco-diffusers, {tag}, camvid, semantic-communication]
+datasets: [{dataset}]
+---
+
+# {title}
+
+{what}
+
+* Class: `{cls}` (`{module}`), a diffusers `ModelMixin`: `{cls}.from_pretrained(folder)`.
+* Configuration: {config}.
+* Parameters: {num_parameters:,}; weights in fp32 safetensors.
+* Trained on the {dataset} train split at {height}x{width}, {steps} steps of batch {batch} (Adam, lr {lr:g}, cosine
+  decay), channel PSNRs drawn per example from {psnrs} dB{clean}; {minutes:.1f} min on one CPU thread (torch
+  {torch}); mean loss of the last 100 steps {loss:.5f}.
+* Command: `{command}`
+* Evaluated with `bash benchmarks/paper_baselines.sh {bench}` (figures: the repository README, "The paper's
+  baselines").
+"""
+CARD_TEXT = {
+    "deepjscc": dict(
+        tag="deepjscc", cls="DeepJSCC", module="gesco_diffusers.baselines.deepjscc", bench="fig10",
+        title="DeepJSCC baseline (paper Fig. 10), k/n = {ratio}",
+        what="The convolutional DeepJSCC of Bourtsoulatze, Kurka and Gunduz (2019), the JSCC baseline GESCO is compared "
+             "with in the paper's Fig. 10: the photo is encoded to {planes} real latent planes at 1/4 resolution "
+             "({cpp:g} complex channel uses per pixel, bandwidth ratio k/n = {ratio}), power-normalised (unit power per "
+             "real element, the peak power of a one-hot map, so a PSNR gives it the same noise as GESCO's map, Eq. 15), "
+             "sent over the channel and decoded.",
+    ),
+    "denoiser": dict(
+        tag="map-denoiser", cls="MapDenoiser", module="gesco_diffusers.receiver.learned_denoiser", bench="table9",
+        title="Learned map denoiser (paper Table IX)",
+        what="A small U-Net that cleans received one-hot maps, the trained counterpart of the paper's FDS block (Eq. "
+             "1) in Table IX: it predicts each pixel's class among the transmitted ones and returns the one-hot map, "
+             "so the pipeline takes it as its `fds` module.",
+    ),
+}
+
+
+def model_card(baseline: str, config: dict, log: dict) -> str:
+    """The model card of a trained baseline: what it is, its configuration and how it was trained."""
+    text, args = CARD_TEXT[baseline], log["args"]
+    ratio = config.get("bandwidth_ratio")
+    fields = {"ratio": f"1/{round(1 / ratio)}" if ratio else None, "planes": log.get("latent_channels"),
+              "cpp": log.get("channel_uses_per_pixel")}
+    height, width = config.get("resolution") or get_dataset_preset(args["dataset"]).resolution
+    shown = {k: v for k, v in config.items() if not k.startswith("_")}
+    return CARD.format(
+        tag=text["tag"], dataset=args["dataset"], title=text["title"].format(**fields), what=text["what"].format(**fields),
+        cls=text["cls"], module=text["module"], bench=text["bench"], config=", ".join(f"{k}={v}" for k, v in shown.items()),
+        num_parameters=log["num_parameters"], height=height, width=width, steps=log["steps"],
+        batch=args["train_batch_size"], lr=args["learning_rate"], psnrs=args["psnrs"],
+        clean=f", noiseless with probability {args['clean_probability']:g}" if args["clean_probability"] else "",
+        minutes=log["train_seconds"] / 60, torch=log["torch_version"], loss=log["final_loss_mean_last_100"],
+        command=log["command"],
+    )
+
+
 def portable_command(argv) -> str:
     """The command line as it can ship: the data and output folders (paths of the training machine) as placeholders."""
     placeholders = {"--data_dir": "path/to/data", "--output_dir": "OUTPUT_DIR"}
@@ -267,6 +326,7 @@ def main(argv=None) -> dict:
     with staged_directory(output_dir.with_name(output_dir.name + ".final")) as tmp:
         task.model.save_pretrained(tmp)
         atomic_write_text(tmp / "training_log.json", json.dumps(log, indent=2) + "\n")
+        atomic_write_text(tmp / "README.md", model_card(args.baseline, dict(task.model.config), log))
     # Move the finished model files into the run folder (its checkpoints stay until the next run overwrites them).
     final = output_dir.with_name(output_dir.name + ".final")
     for path in final.iterdir():
