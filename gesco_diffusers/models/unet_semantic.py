@@ -185,11 +185,19 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         self.conv_out = zero_module(nn.Conv2d(block_out_channels[0], out_channels, 3, padding=1))
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs) -> "SemanticUNet2DModel":
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "SemanticUNet2DModel":
         """diffusers' loading, then a check that every weight is finite: a corrupt file (NaN/inf, or random bytes
-        behind a valid safetensors header) is an error naming a tensor, not a model that draws black images."""
-        model = super().from_pretrained(*args, **kwargs)
-        bad = [name for name, tensor in model.state_dict().items()
+        behind a valid safetensors header) is an error naming a tensor, not a model that draws black images.
+
+        8-bit folders (:mod:`gesco_diffusers.quantization`) load quantized: those of diffusers' quantizers through
+        diffusers, the all-layer optimum-quanto layout (which diffusers cannot rebuild) through that module."""
+        from ..quantization import finish_loading, prepare_loading, stored_tensors
+
+        model = prepare_loading(cls, pretrained_model_name_or_path, kwargs)
+        if model is None:
+            model = finish_loading(super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs))
+        # Quantized weights are checked through what they are stored as (int8 data, float scales).
+        bad = [name for key, weight in model.state_dict().items() for name, tensor in stored_tensors(key, weight)
                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
         if bad:
             raise ValueError(f"{cls.__name__} weights hold NaN or inf values in {len(bad)} tensor(s), first "
