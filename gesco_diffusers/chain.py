@@ -31,6 +31,7 @@ __all__ = [
     "ChainResult",
     "LABEL_MODES",
     "build_link",
+    "check_label_ids",
     "label_map_from_image",
     "looks_like_a_photo",
     "load_pipeline",
@@ -96,7 +97,9 @@ def looks_like_a_photo(labels: np.ndarray) -> bool:
     return np.unique(labels).size >= 4 and ramp_share(labels) > PHOTO_RAMP_SHARE
 
 
-def _check_ids(labels: np.ndarray, preset: DatasetPreset, what: str) -> np.ndarray:
+def check_label_ids(labels: np.ndarray, preset: DatasetPreset, what: str = "label map") -> np.ndarray:
+    """``labels`` (class ids) checked against ``preset``: ids outside it are an error, a map that changes like a photo
+    (:func:`looks_like_a_photo`) is named in a warning. Returns ``labels``."""
     foreign = np.unique(labels[(labels < 0) | (labels >= preset.num_classes)])
     if foreign.size:
         raise ValueError(
@@ -109,16 +112,33 @@ def _check_ids(labels: np.ndarray, preset: DatasetPreset, what: str) -> np.ndarr
     return labels
 
 
-def read_label_map(path: Union[str, Path], preset: DatasetPreset) -> np.ndarray:
-    """A single-channel PNG of class ids as an int64 ``(H, W)`` array; ids outside the preset are an error."""
+def read_label_map(path: Union[str, Path], preset: Optional[DatasetPreset] = None) -> np.ndarray:
+    """A single-channel PNG of class ids as an int64 ``(H, W)`` array: the one reader of label-map files.
+
+    Every problem of the file is a one-line error naming it: missing, a folder, not an image (empty, another
+    format), truncated or corrupt, not single-channel, empty. With ``preset``, ids outside it are an error too
+    (:func:`check_label_ids`); without, the ids are not checked, so that a command can read its maps before the model
+    (and its preset) loads and check them with :func:`check_label_ids` after.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"label map {path} is a folder, not a PNG file")
     if not path.is_file():
         raise FileNotFoundError(f"label map not found: {path}")
-    with PIL.Image.open(path) as image:
-        if image.mode not in LABEL_MODES:
-            raise ValueError(f"{path}: a label map must be a single-channel PNG of class ids, got mode {image.mode}")
-        labels = np.array(image).astype(np.int64)
-    return _check_ids(labels, preset, str(path))
+    try:
+        with PIL.Image.open(path) as image:
+            if image.mode not in LABEL_MODES:
+                raise ValueError(f"{path}: a label map must be a single-channel PNG of class ids, got mode "
+                                 f"{image.mode}")
+            labels = np.array(image).astype(np.int64)  # decodes the pixels: a truncated file fails here
+    except PIL.UnidentifiedImageError:
+        raise ValueError(f"label map {path} is not a readable image file (empty, or another kind of file)") from None
+    except (OSError, SyntaxError, EOFError) as err:  # PIL reports truncated or corrupt data with these
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"label map {path} cannot be decoded (truncated or corrupt file: {reason})") from None
+    if labels.ndim != 2 or 0 in labels.shape:
+        raise ValueError(f"label map {path} is empty ({'x'.join(map(str, labels.shape))} pixels)")
+    return labels if preset is None else check_label_ids(labels, preset, str(path))
 
 
 def label_map_from_image(image: PIL.Image.Image, preset: DatasetPreset, what: str = "label map") -> np.ndarray:
@@ -127,7 +147,7 @@ def label_map_from_image(image: PIL.Image.Image, preset: DatasetPreset, what: st
     (:func:`~gesco_diffusers.visualize.labels_from_colors`; a colour not in the palette is an error listing the first
     unknown colours). Ids outside the preset are an error."""
     if image.mode in LABEL_MODES:
-        return _check_ids(np.array(image).astype(np.int64), preset, what)
+        return check_label_ids(np.array(image).astype(np.int64), preset, what)
     if image.mode in COLOUR_MODES:
         rgb = np.asarray(image.convert("RGB"))
         return labels_from_colors(rgb, preset.palette, what=what, palette_name=f"the {preset.name} palette")
@@ -219,6 +239,9 @@ def run_chain(
     ``guidance_scale`` default to the pipeline's own (a distilled model stores 4 steps and guidance 1).
     """
     preset = pipe.dataset_preset
+    guidance = pipe.default_guidance_scale if guidance_scale is None else guidance_scale
+    steps = pipe.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+    pipe.check_inputs(steps, None, guidance, "pil", [])  # e.g. more steps than the schedule: refused before any work
     coded = encode_semantic_map(labels, codec=codec, representation="one_hot", num_classes=preset.num_classes)
 
     label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.int64))[None]
@@ -233,8 +256,6 @@ def run_chain(
     miou_received = compute_miou(received_ids, label_tensor, classes, preset.ignore_ids).miou
     miou_fds = compute_miou(denoised_ids, label_tensor, classes, preset.ignore_ids).miou
 
-    guidance = pipe.default_guidance_scale if guidance_scale is None else guidance_scale
-    steps = pipe.default_num_inference_steps if num_inference_steps is None else num_inference_steps
     start = time.perf_counter()
     image = pipe(maps.received, fds=fds, num_inference_steps=steps, guidance_scale=guidance,
                  generator=torch.Generator().manual_seed(seed), output_type="pil").images[0]

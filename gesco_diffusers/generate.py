@@ -12,15 +12,12 @@ writes its own images, and a second launch into the same folder is refused while
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
-import PIL.Image
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["add_arguments", "generate", "read_maps", "run"]
 
@@ -50,26 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def read_maps(folder: Path, num_classes: int) -> tuple[list[str], list[torch.Tensor]]:
-    """The stems and ``(H, W)`` int64 maps of ``folder/*.png``, checked (one-line errors naming the file)."""
-    import torch  # (here, not at the top: `gesco generate --help` imports no torch)
+def read_maps(folder: Path) -> tuple[list[str], list[np.ndarray]]:
+    """The stems and ``(H, W)`` int64 maps of ``folder/*.png`` in sorted order, read with the package's one label-map
+    reader, :func:`gesco_diffusers.chain.read_label_map` (one-line errors naming the file). Their ids are checked
+    against the model's preset once it has loaded (:func:`gesco_diffusers.chain.check_label_ids`)."""
+    from .chain import read_label_map  # (here, not at the top: `gesco generate --help` imports no torch)
 
+    if folder.is_file():
+        raise NotADirectoryError(f"map folder {folder} is a file; give the folder of label maps")
     if not folder.is_dir():
         raise FileNotFoundError(f"map folder not found: {folder}")
     paths = sorted(folder.glob("*.png"))
     if not paths:
         raise ValueError(f"{folder} holds no .png label maps")
-    maps = []
-    for path in paths:
-        with PIL.Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(f"{path} is a {image.mode} image, not a map of class ids (a single-channel PNG)")
-            labels = torch.from_numpy(np.asarray(image).astype(np.int64))
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(f"{path} has class ids {int(labels.min())}..{int(labels.max())}, the model has "
-                             f"0..{num_classes - 1}")
-        maps.append(labels)
-    return [p.stem for p in paths], maps
+    return [p.stem for p in paths], [read_label_map(p) for p in paths]
 
 
 def _batches(shapes: Sequence[tuple], todo: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -87,7 +78,14 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
              fds: str = "paper", sampler: Optional[str] = None, num_inference_steps: Optional[int] = None,
              guidance_scale: Optional[float] = None, seed: int = 0, batch_size: int = 4, device=None,
              psnr_convention: Optional[str] = None, progress: bool = True) -> dict:
-    """Generate ``out_dir/<stem>.png`` for every map of ``maps_dir`` not done yet; return a summary (every rank)."""
+    """Generate ``out_dir/<stem>.png`` for every map of ``maps_dir`` not done yet; return a summary (every rank).
+
+    Everything that can be checked is checked before the model loads (the arguments, every map file, the output
+    folder), and the rest (ids against the model's classes, map sizes, steps against its schedule) before anything is
+    written."""
+    import torch
+
+    from .chain import check_label_ids
     from .channel import channel_for
     from .evaluation.distributed import Processes
     from .evaluation.data import EvaluationItem
@@ -100,15 +98,21 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
     from .utils.files import check_writable_dir
 
     check_generation_arguments(seed, batch_size, 1 if num_inference_steps is None else num_inference_steps, [fds])
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (<= 1: no guidance), got {guidance_scale!r}")
     maps_dir, out = Path(maps_dir), Path(out_dir)
+    stems, maps = read_maps(maps_dir)
+    if out.resolve() == maps_dir.resolve():
+        raise ValueError(f"the output folder {out} is the map folder: the images (<stem>.png) would land among the "
+                         "maps; choose another folder")
     check_writable_dir(out)
     condition = ChannelCondition(None if channel in (None, "none") else channel,
                                  None if channel in (None, "none") else level_db)
     processes = Processes(device)
     pipe = load_pipeline(required_model(model), processes.device)
     factor = pipe.unet.downsampling_factor
-    stems, maps = read_maps(maps_dir, pipe.dataset_preset.num_classes)
     for stem, labels in zip(stems, maps):
+        check_label_ids(labels, pipe.dataset_preset, str(maps_dir / f"{stem}.png"))
         if labels.shape[0] % factor or labels.shape[1] % factor:
             raise ValueError(f"{maps_dir / (stem + '.png')} is {labels.shape[0]}x{labels.shape[1]}, not divisible by "
                              f"the U-Net's downsampling factor {factor}")
@@ -116,6 +120,8 @@ def generate(maps_dir, out_dir, *, model=None, channel: Optional[str] = "awgn", 
         channel_for(pipe, condition.channel, condition.level_db, psnr_convention)  # a bad level fails now
     steps = pipe.default_num_inference_steps if num_inference_steps is None else num_inference_steps
     guidance = pipe.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+    pipe.check_inputs(steps, None, guidance, "pil", [])  # e.g. more steps than the schedule: refused before writing
+    maps = [torch.from_numpy(labels) for labels in maps]
     with processes.lock(out, "generate"), sampling([pipe], sampler):
         settings = {"model": model_fingerprint(pipe), "channel": condition.describe(), "fds": fds,
                     "sampler": type(pipe.scheduler).__name__, "steps": steps, "guidance_scale": guidance,

@@ -9,11 +9,30 @@ id (the unlabelled id included) plus, for datasets with instance maps, one insta
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
+
+
+#: The largest image or map side, in pixels, that the commands accept (``gesco transmit --size``, ``gesco evaluate
+#: --size``, ``gesco convert --sample-size``, the training scripts' ``--resolution``): 8x the largest side the paper's
+#: models generate at (512, Cityscapes at 256x512). A typo such as 100000 would otherwise allocate tens of gigabytes
+#: (and be killed) before any other check could name it.
+MAX_SIDE = 4096
+
+
+def check_image_size(size: Any, what: str = "size") -> tuple[int, int]:
+    """``size`` as ``(height, width)``: two integers in ``1..MAX_SIDE``, else a one-line error naming ``what``."""
+    values = tuple(size) if isinstance(size, (list, tuple)) else (size,)
+    if len(values) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{what} must be two integers (height width), got {size!r}")
+    values = tuple(int(v) for v in values)
+    if not all(1 <= v <= MAX_SIDE for v in values):
+        raise ValueError(f"{what} must be between 1 and {MAX_SIDE} pixels per side, got {values[0]} {values[1]}")
+    return values
 
 
 def _load_class_names(dataset: str) -> Optional[list[str]]:
@@ -180,6 +199,8 @@ def preset_from_classes_file(path: Union[str, os.PathLike]) -> DatasetPreset:
     the same number of classes.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"classes file {path} is a folder; give the classes.json file")
     if not path.is_file():
         raise FileNotFoundError(f"classes file not found: {path}")
     try:

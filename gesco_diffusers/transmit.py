@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import PIL.Image
 # the command runs.
 from .channel import CHANNEL_REGISTRY, MODULATIONS, PSNR_CONVENTIONS
 from .diffusion import SAMPLERS
+from .presets import check_image_size
 from .receiver import FDS_METHODS
 from .sender.codecs import available_codecs
 from .shipped import DEFAULT_MODEL, SHIPPED_MODELS, sample_maps, sample_photo
@@ -80,10 +82,26 @@ def check_outputs(out_dir: Path, map_path: Path, overwrite: bool) -> None:
                               "or choose another --output folder")
 
 
+def read_photo(path: Path) -> PIL.Image.Image:
+    """The ``--photo`` of the panel as RGB, decoded now (a bad file is a one-line error naming it, before the model
+    loads, not after the generation)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--photo {str(path)!r} is a folder; give the photo's image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"--photo not found: {path}")
+    try:
+        with PIL.Image.open(path) as photo:
+            return photo.convert("RGB")
+    except PIL.UnidentifiedImageError:
+        raise ValueError(f"--photo {path} is not a readable image file (empty, or another kind of file)") from None
+    except (OSError, SyntaxError, EOFError) as err:
+        raise ValueError(f"--photo {path} cannot be decoded (truncated or corrupt file: {err})") from None
+
+
 def transmit(args: argparse.Namespace) -> TransmitReport:
     import torch
 
-    from .chain import build_link, load_pipeline, read_label_map, resize_labels, run_chain
+    from .chain import build_link, check_label_ids, load_pipeline, read_label_map, resize_labels, run_chain
     from .channel import describe_channel
     from .diffusion import build_scheduler
 
@@ -94,6 +112,10 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
         raise IsADirectoryError(f"--map {str(map_path)!r} is a folder; give one label map PNG")
     if not map_path.is_file():  # before the model loads: a typo must not cost the loading time
         raise FileNotFoundError(f"label map not found: {map_path}")
+    # Every file is read and checked before the model loads (the ids once its preset is known).
+    labels_full = read_label_map(map_path)
+    photo_path = Path(args.photo) if args.photo else sample_photo(map_path)
+    photo = read_photo(photo_path) if photo_path is not None else None
     out_dir = Path(args.output)
     check_outputs(out_dir, map_path, args.overwrite)
     pipe, model_desc = load_pipeline(args.model, device)
@@ -102,7 +124,7 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
         pipe.scheduler = build_scheduler(args.sampler, pipe.scheduler.config)
     preset = pipe.dataset_preset
 
-    labels_full = read_label_map(map_path, preset)
+    check_label_ids(labels_full, preset, str(map_path))
     size = tuple(args.size) if args.size else tuple(pipe.unet.config.sample_size)
     labels = resize_labels(labels_full, size)
 
@@ -114,11 +136,7 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     result = run_chain(pipe, labels, channel=channel, fds=args.fds, num_inference_steps=args.steps,
                        guidance_scale=args.guidance, seed=args.seed, codec=args.codec)
 
-    tiles = []
-    photo_path = Path(args.photo) if args.photo else sample_photo(map_path)
-    if photo_path is not None and photo_path.is_file():
-        with PIL.Image.open(photo_path) as photo:
-            tiles.append(("photo", photo.convert("RGB")))
+    tiles = [] if photo is None else [("photo", photo)]
     tiles += [
         ("sent map", colorize(labels, preset.palette)),
         ("received", colorize(result.received, preset.palette)),
@@ -181,10 +199,17 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--rician-k must be >= 0 (0: Rayleigh, inf: no fading), got {args.rician_k}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+    for flag, value in (("--psnr", args.psnr), ("--ebn0", args.ebn0)):  # inf: noiseless; NaN and -inf mean nothing
+        if math.isnan(value) or value == -math.inf:
+            raise ValueError(f"{flag} must be a number of dB (inf: noiseless), got {value}")
+    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
+        raise ValueError(f"--guidance must be a finite number >= 0 (<= 1: no guidance), got {args.guidance}")
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be an integer in 0..2**63-1, got {args.seed}")
     if args.codec not in available_codecs(lossless=True):
         raise ValueError(f"--codec {args.codec!r} is not an available lossless codec: {available_codecs(lossless=True)}")
-    if args.size and any(s <= 0 for s in args.size):
-        raise ValueError(f"--size must be positive, got {args.size}")
+    if args.size:
+        check_image_size(args.size, "--size")
 
 
 def format_report(report: TransmitReport) -> str:

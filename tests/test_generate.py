@@ -82,11 +82,12 @@ def test_bad_maps_are_refused_in_one_line(assets, tmp_path, capsys):  # noqa: F8
     PIL.Image.new("RGB", (40, 32)).save(maps / "photo.png")
     assert main(_args(assets, maps, tmp_path / "out")) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("gesco generate: error:") and "photo.png is a RGB image, not a map of class ids" in err
+    assert err.startswith("gesco generate: error:")
+    assert "photo.png: a label map must be a single-channel PNG of class ids, got mode RGB" in err
     (maps / "photo.png").unlink()
     PIL.Image.fromarray(np.full((32, 40), 40, np.uint8)).save(maps / "ids.png")
     assert main(_args(assets, maps, tmp_path / "out")) == 1
-    assert "ids.png has class ids 40..40, the model has 0..11" in capsys.readouterr().err
+    assert "ids.png: ids [40] are not camvid classes (0..11)" in capsys.readouterr().err
     assert main(_args(assets, tmp_path / "nope", tmp_path / "out")) == 1
     assert "map folder not found" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True

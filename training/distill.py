@@ -61,10 +61,13 @@ from gesco_diffusers.presets import DatasetPreset
 from gesco_diffusers.sender import SemanticEncoder
 from gesco_diffusers.training import (
     NoisyMapSchedule,
+    OneLineArgumentParser,
     check_output_dir,
+    check_range,
     load_checkpoint,
     parse_args_with_config,
     resolve_checkpoint,
+    run_script,
     save_checkpoint,
 )
 from gesco_diffusers.training.consistency import (
@@ -85,7 +88,8 @@ DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "gesco_diffusers" / "ass
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = OneLineArgumentParser(prog="distill.py", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawTextHelpFormatter)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
 
@@ -163,6 +167,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         raise ValueError(f"--target_ema_decay must lie in [0, 1), got {args.target_ema_decay}")
     if args.max_train_steps is None and args.max_train_minutes is None:
         raise ValueError("give a length: --max_train_steps or --max_train_minutes")
+    # Numbers that mean nothing (NaN, inf, 0 steps) fail now, naming the flag, not at step N.
+    base.check_data_arguments(args)
+    for name in ("learning_rate", "huber_c", "max_grad_norm", "max_train_minutes"):
+        check_range(args, name, 0, low_open=True)
+    for name in ("adam_weight_decay", "guidance_scale", "lr_warmup_steps"):
+        check_range(args, name, 0)
+    for name in ("max_train_steps", "num_grid_steps", "solver_substeps", "checkpoints_total_limit"):
+        check_range(args, name, 1)
+    check_range(args, "seed", 0, 2**32 - 1)  # (numpy's seed range)
     if args.report_to == "none":
         args.report_to = None
     return args
@@ -411,4 +424,4 @@ def main(args: argparse.Namespace) -> Path:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_script("distill.py", parse_args, main))

@@ -24,7 +24,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gesco_diffusers.diffusion import SAMPLERS, build_scheduler  # noqa: E402
 from gesco_diffusers.hub import write_model_card  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
-from gesco_diffusers.utils.files import staged_directory  # noqa: E402
+from gesco_diffusers.training.config import OneLineArgumentParser, run_script  # noqa: E402
+from gesco_diffusers.utils.files import check_writable_dir, staged_directory  # noqa: E402
+
+
+def _check_paths(source: Path, destination: Path) -> None:
+    """Before the pipeline loads: ``source`` is a pipeline folder; ``destination`` can be written and replacing it
+    deletes neither the source nor a folder that holds it."""
+    if not (source / "model_index.json").is_file():
+        raise FileNotFoundError(f"{source} is not a pipeline folder (no model_index.json)")
+    if destination.resolve() == source.resolve() or destination.resolve() in source.resolve().parents:
+        raise ValueError(f"destination {destination} holds the source {source}: replacing it would delete the run")
+    if destination.exists() and not destination.is_dir():
+        raise FileExistsError(f"destination {destination} exists and is not a folder")
+    check_writable_dir(destination.resolve().parent, "the destination's parent folder")  # written beside it
 
 
 def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
@@ -32,10 +45,7 @@ def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.
                     sampler: Optional[str] = None, description: Optional[str] = None) -> Path:
     """Write ``destination`` from the pipeline folder ``source``; ``sampler`` (a name of ``SAMPLERS``) replaces the
     stored scheduler, sharing its noise schedule (e.g. the one chosen by ``benchmarks/sampler_quality.py``)."""
-    if not (source / "model_index.json").is_file():
-        raise FileNotFoundError(f"{source} is not a pipeline folder (no model_index.json)")
-    if destination.resolve() == source.resolve() or destination.resolve() in source.resolve().parents:
-        raise ValueError(f"destination {destination} holds the source {source}: replacing it would delete the run")
+    _check_paths(source, destination)
     pipe = GescoPipeline.from_pretrained(source)
     pipe.unet.to(dtype)
     if sampler is not None:
@@ -47,8 +57,29 @@ def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.
     return destination
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _read_json(path: Optional[Path], flag: str) -> Optional[dict]:
+    """The JSON object of ``--flag`` (``None`` when not given); a one-line error naming the file otherwise."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path}: {'a folder, not a JSON file' if path.is_dir() else 'not found'}")
+    def no_constants(name: str):  # NaN and Infinity are not JSON (Python's reader accepts them)
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        data = json.loads(path.read_text(), parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError) as err:  # truncated, not JSON
+        raise ValueError(f"{flag} {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag} {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The arguments, checked before the pipeline loads: the source is a pipeline folder, the destination neither it
+    nor inside it and creatable, the JSON and Markdown files readable (``args.training_args``, ``args.kpis`` and
+    ``args.description`` hold their contents)."""
+    parser = OneLineArgumentParser(prog="export_pipeline.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("destination", type=Path)
     parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
@@ -57,13 +88,31 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS, default=None, help="store this scheduler (default: keep)")
     parser.add_argument("--description", type=Path, help="Markdown file shown at the top of the card")
     args = parser.parse_args(argv)
-    read = lambda path: json.loads(path.read_text()) if path else None  # noqa: E731
+    _check_paths(args.source, args.destination)
+    args.training_args = _read_json(args.training_args, "--training-args")
+    args.kpis = _read_json(args.kpis, "--kpis")
+    if args.description is not None:
+        if not args.description.is_file():
+            raise FileNotFoundError(f"--description {args.description}: "
+                                    f"{'a folder, not a file' if args.description.is_dir() else 'not found'}")
+        try:
+            args.description = args.description.read_text()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--description {args.description} is not a text file ({err})") from None
+    return args
+
+
+def run(args: argparse.Namespace) -> Path:
     out = export_pipeline(args.source, args.destination, torch.float16 if args.dtype == "fp16" else torch.float32,
-                          read(args.training_args), read(args.kpis), args.sampler,
-                          args.description.read_text() if args.description else None)
+                          args.training_args, args.kpis, args.sampler, args.description)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported {args.source} -> {out} ({size / 2**20:.1f} MiB)")
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> Path:
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("export_pipeline.py", parse_args, run))

@@ -73,7 +73,13 @@ from gesco_diffusers.data import (
 from gesco_diffusers.diffusion import PAPER_VLB_WEIGHT, GaussianDiffusion, default_scheduler, official_ddpm_scheduler
 from gesco_diffusers.models import SemanticUNet2DModel, semantic_unet_config
 from gesco_diffusers.pipelines import GescoPipeline
-from gesco_diffusers.presets import DATASET_PRESETS, DatasetPreset, default_palette, get_dataset_preset
+from gesco_diffusers.presets import (
+    DATASET_PRESETS,
+    DatasetPreset,
+    check_image_size,
+    default_palette,
+    get_dataset_preset,
+)
 from gesco_diffusers.sender import SemanticEncoder
 from gesco_diffusers.training import (
     EMA_SCHEDULES,
@@ -83,13 +89,16 @@ from gesco_diffusers.training import (
     PAPER_TRAINING_PSNRS,
     RUN_FILES,
     NoisyMapSchedule,
+    OneLineArgumentParser,
     SemanticDiffusionObjective,
     build_ema,
     check_output_dir,
+    check_range,
     checkpoint_step,
     load_checkpoint,
     parse_args_with_config,
     resolve_checkpoint,
+    run_script,
     save_checkpoint,
     validation_grid,
 )
@@ -139,8 +148,18 @@ def add_data_arguments(g, resolution: bool = True) -> None:
                    help="check every label map (ids, sizes, pairs) before training")
 
 
+def check_data_arguments(args: argparse.Namespace) -> None:
+    """The numbers of the data flags (shared with ``training/distill.py``), checked while parsing."""
+    for name in ("max_train_samples", "num_classes"):
+        check_range(args, name, 1)
+    check_range(args, "dataloader_num_workers", 0)
+    if getattr(args, "resolution", None) is not None:
+        check_image_size(args.resolution, "--resolution")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = OneLineArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawTextHelpFormatter)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--config", default=None, help="YAML/JSON file of flag values (CLI flags override it)")
 
@@ -237,6 +256,26 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.lr_scheduler not in ("constant", "constant_with_warmup") and args.max_train_steps is None \
             and args.num_epochs is None:
         raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs --max_train_steps or --num_epochs")
+    # Numbers that mean nothing (NaN, inf, 0 steps, a probability of 2) fail now, naming the flag, not at step N.
+    check_data_arguments(args)
+    for name in ("learning_rate", "adam_epsilon", "max_grad_norm", "max_train_minutes", "ema_inv_gamma", "ema_power"):
+        check_range(args, name, 0, low_open=True)
+    for name in ("adam_weight_decay", "vlb_weight", "guidance_scale", "noise_probabilities", "lr_warmup_steps",
+                 "num_validation_maps"):
+        check_range(args, name, 0)
+    for name in ("cfg_drop_prob", "clean_probability", "ema_decay"):
+        check_range(args, name, 0, 1)
+    for name in ("adam_beta1", "adam_beta2"):
+        check_range(args, name, 0, 1, high_open=True)
+    for name in ("max_train_steps", "num_epochs", "num_train_timesteps", "validation_inference_steps",
+                 "checkpoints_total_limit"):
+        check_range(args, name, 1)
+    check_range(args, "seed", 0, 2**32 - 1)  # (numpy's seed range)
+    for name in ("noise_psnrs", "validation_psnr"):
+        check_range(args, name)  # dB: finite
+    if args.validation_inference_steps > args.num_train_timesteps:
+        raise ValueError(f"--validation_inference_steps {args.validation_inference_steps} exceeds the "
+                         f"--num_train_timesteps {args.num_train_timesteps}")
     if args.report_to == "none":
         args.report_to = None
     return args
@@ -640,4 +679,4 @@ def ema_weights(ema, model: torch.nn.Module):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_script("train.py", parse_args, main))

@@ -43,7 +43,7 @@ from gesco_diffusers.data.semantic_datasets import (  # noqa: E402
     build_transform,
     load_semantic_dataset,
 )
-from gesco_diffusers.presets import get_dataset_preset  # noqa: E402
+from gesco_diffusers.presets import check_image_size, get_dataset_preset  # noqa: E402
 from gesco_diffusers.sender.encoding import SemanticEncoder  # noqa: E402
 from gesco_diffusers.training.checkpoints import (  # noqa: E402
     CHECKPOINT_PREFIX,
@@ -53,6 +53,7 @@ from gesco_diffusers.training.checkpoints import (  # noqa: E402
     rotate_checkpoints,
     write_state,
 )
+from gesco_diffusers.training.config import OneLineArgumentParser, check_range  # noqa: E402
 from gesco_diffusers.utils.files import atomic_write_text, staged_directory  # noqa: E402
 from gesco_diffusers.utils.secrets import redact_secrets  # noqa: E402
 
@@ -62,7 +63,7 @@ RUN_FILES = ("checkpoint-*", ".checkpoint-*", "config.json", "*.safetensors", "t
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineArgumentParser(prog="train_baseline.py", description=__doc__.split("\n")[0])
     p.add_argument("baseline", choices=("deepjscc", "denoiser"))
     p.add_argument("--dataset", default="camvid", help="dataset preset / file layout")
     p.add_argument("--data_dir", required=True, help="root folder of --dataset's files")
@@ -98,6 +99,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("train_batch_size", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "num_threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    try:  # numbers that mean nothing (NaN, inf, a 100000-pixel side) fail now, naming the flag
+        for name in ("learning_rate", "bandwidth_ratio", "max_train_minutes"):
+            check_range(args, name, 0, low_open=True)
+        check_range(args, "log_every", 1)
+        check_range(args, "seed", 0, 2**63 - 1)
+        if args.resolution is not None:
+            check_image_size(args.resolution, "--resolution")
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 

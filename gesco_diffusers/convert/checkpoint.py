@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 
 from ..diffusion.schedulers import official_ddpm_scheduler
 from ..pipelines import GescoPipeline
-from ..presets import DATASET_PRESETS, DatasetPreset, get_dataset_preset
+from ..presets import DATASET_PRESETS, DatasetPreset, check_image_size, get_dataset_preset
 from ..utils.files import check_writable_dir, staged_directory
 from .official import (
     ConversionReport,
@@ -196,12 +197,19 @@ def convert_official_checkpoint(
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     _check_output_dir(output_dir, checkpoint, overwrite)
+    # The options first: reading the checkpoint (gigabytes) must not come before a typo is named.
+    requested = get_dataset_preset(dataset) if dataset is not None else None  # a bad classes.json fails here
+    if isinstance(num_head_channels, bool) or not isinstance(num_head_channels, int) or num_head_channels < 1:
+        raise ValueError("num_head_channels / --num-head-channels must be a positive integer, "
+                         f"got {num_head_channels!r}")
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale > 0):
+        raise ValueError(f"guidance_scale / --guidance-scale must be a finite number > 0, got {guidance_scale!r}")
+    if sample_size is not None:
+        sample_size = check_image_size(tuple(sample_size), "sample_size / --sample-size")
     state_dict = load_official_checkpoint(checkpoint)
     arch = infer_official_architecture(state_dict, num_head_channels)
-    preset = dataset_for_architecture(arch, dataset)
+    preset = dataset_for_architecture(arch, requested)
     guidance = preset.guidance_scale if guidance_scale is None else float(guidance_scale)
-    if not guidance > 0:
-        raise ValueError(f"guidance_scale must be positive, got {guidance_scale!r}")
 
     unet = build_unet(arch, sample_size=tuple(sample_size or preset.resolution))
     converted, report = convert_official_state_dict(state_dict, arch, unet.state_dict())

@@ -7,6 +7,7 @@ without the ``[demo]`` extra.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..shipped import DEFAULT_MODEL, SHIPPED_MODELS
 
@@ -31,6 +32,15 @@ def check_arguments(args: argparse.Namespace) -> None:
     from ..shipped import resolve_model
 
     resolve_model(args.model)  # a shipped model that is not installed: an error before the server starts
+    if args.model not in SHIPPED_MODELS:  # a folder: checked now, not when the first visitor clicks
+        if not os.path.isdir(args.model):
+            raise FileNotFoundError(f"--model {args.model!r} is neither a shipped model {sorted(SHIPPED_MODELS)} nor a "
+                                    "pipeline folder")
+        if not os.path.isfile(os.path.join(args.model, "model_index.json")):
+            raise FileNotFoundError(f"--model {args.model!r} has no model_index.json: not a GescoPipeline folder")
+        from .core import model_preset
+
+        model_preset(args.model)  # its configuration files must be readable and store a dataset
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 import torch
 
 from ..channel import channel_for, resolve_psnr_convention
-from ..presets import get_dataset_preset
+from ..presets import check_image_size, get_dataset_preset
+from ..utils.files import check_writable_dir
 from .data import EvaluationData
 from .distributed import Processes, SingleProcess, numbered_batches
 from .protocol import DEFAULT_IMAGE_QUALITIES, PAPER_PSNRS, ChannelCondition, Run, channel_grid, plan_runs
@@ -103,6 +104,12 @@ class EvaluationSettings:
         fds = tuple(self.fds)
         steps = 1 if self.num_inference_steps is None else self.num_inference_steps
         check_generation_arguments(self.seed, self.batch_size, steps, fds)
+        check_writable_dir(self.out_dir, "output folder")  # before any model loads
+        out = Path(self.out_dir).resolve()
+        if self.data_dir is not None and Path(self.data_dir).resolve() in (out, *out.parents):
+            raise ValueError(f"output folder {str(self.out_dir)!r} is inside the dataset folder {str(self.data_dir)!r}")
+        if self.size is not None:
+            check_image_size(self.size, "size")
         conditions = list(self.conditions) if self.conditions is not None else channel_grid(["awgn"], PAPER_PSNRS)
         if not conditions or not all(isinstance(c, ChannelCondition) and not c.is_clean for c in conditions):
             raise ValueError("conditions must be a non-empty list of noisy ChannelConditions (see channel_grid)")
@@ -166,6 +173,8 @@ def _evaluate(pipeline, s: EvaluationSettings, networks, ablation_pipeline, log:
     pipe = load_pipeline(pipeline, device)
     # the pipeline's own step count when none is given (a distilled model stores its few steps)
     num_inference_steps = pipe.default_num_inference_steps if s.num_inference_steps is None else s.num_inference_steps
+    scale = pipe.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
+    pipe.check_inputs(num_inference_steps, None, scale, "pil", [])  # refused before anything is written
     ablation_pipe = load_pipeline(ablation_pipeline, device) if ablation_pipeline is not None else None
     for model in (p for p in (pipe, ablation_pipe) if p is not None):
         for condition in conditions:  # a level the PSNR convention cannot give fails now, not after hours of runs

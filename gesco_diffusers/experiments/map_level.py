@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 # Light imports only (names, presets): the channel models, the data readers, the encoder and torch load where they
 # are used, so `gesco map-level --help` imports no torch.
@@ -46,6 +46,7 @@ __all__ = [
     "FDS_ARMS",
     "default_settings",
     "encode_label_maps",
+    "dataset_folder",
     "load_label_maps",
     "build_parser",
     "main",
@@ -97,10 +98,29 @@ def _read_ids(path: Path, size: Optional[tuple[int, int]]) -> np.ndarray:
     """An id map (label or instance PNG) as int64, resized with nearest neighbour (ids must stay ids)."""
     from ..data import load_label_array
 
-    image = Image.open(path)
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.NEAREST)
-    return load_label_array(image, str(path))
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file is named here, not deep in a resize
+            if size is not None and image.size != (size[1], size[0]):
+                return load_label_array(image.resize((size[1], size[0]), Image.NEAREST), str(path))
+            return load_label_array(image, str(path))
+    except UnidentifiedImageError:
+        raise ValueError(f"{path} is not a readable image file (empty, or another kind of file)") from None
+    except (OSError, SyntaxError, EOFError) as err:
+        raise ValueError(f"{path} cannot be decoded (truncated or corrupt file: {err})") from None
+
+
+def dataset_folder(dataset: Union[str, DatasetPreset], data_root: Optional[Union[str, Path]] = None) -> Path:
+    """The folder the maps of ``dataset`` are read from: ``<data_root>/camvid`` or ``<data_root>/coco_stuff_samples``
+    (``data_root`` default: :func:`default_data_root`)."""
+    preset = get_dataset_preset(dataset)
+    if preset.name not in _DATASET_DIRS:
+        raise ValueError(f"map-level data are available for {sorted(_DATASET_DIRS)}, not {preset.name!r}")
+    root = Path(data_root) if data_root is not None else default_data_root()
+    if root.is_file():
+        raise NotADirectoryError(f"--data-root {str(root)!r} is a file; give the folder holding "
+                                 f"{' and '.join(sorted(_DATASET_DIRS.values()))}/")
+    return root / _DATASET_DIRS[preset.name]
 
 
 def load_label_maps(
@@ -121,10 +141,7 @@ def load_label_maps(
     from ..data import get_layout
 
     preset = get_dataset_preset(dataset)
-    if preset.name not in _DATASET_DIRS:
-        raise ValueError(f"map-level data are available for {sorted(_DATASET_DIRS)}, not {preset.name!r}")
-    root = Path(data_root) if data_root is not None else default_data_root()
-    base = root / _DATASET_DIRS[preset.name]
+    base = dataset_folder(preset, data_root)
     split = split or _DEFAULT_SPLIT[preset.name]
     splits = ("train", "val") if split == "all" else (split,)
     files = sorted(p for s in splits for p in (base / s / "labels").glob("*.png"))
@@ -385,9 +402,15 @@ def run_map_level(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if out_dir is not None:  # before the work: a bad output folder costs nothing
+        data = dataset_folder(preset, data_root).resolve()
+        if data == Path(out_dir).resolve() or data in Path(out_dir).resolve().parents:
+            raise ValueError(f"output folder {str(out_dir)!r} is inside the dataset folder {str(data)!r}: the results "
+                             "would be written among the data; choose another --out")
         check_writable_dir(out_dir, "output folder")
-    maps = load_label_maps(preset, data_root, split, limit, preset.resolution if resize == "preset" else None)
     settings = default_settings(psnrs, ebn0s, channels)
+    for setting in settings:  # every channel built once now: a bad SNR (NaN, -inf) fails before any map is read
+        setting.build()
+    maps = load_label_maps(preset, data_root, split, limit, preset.resolution if resize == "preset" else None)
     rows, start = [], time.perf_counter()
     batches = encode_label_maps(maps, preset, batch_size)
     for setting in settings:

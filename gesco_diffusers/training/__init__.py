@@ -17,7 +17,14 @@ from .checkpoints import (
     temporary_checkpoint_dir,
     write_state,
 )
-from .config import config_to_argv, load_config_file, parse_args_with_config
+from .config import (
+    OneLineArgumentParser,
+    check_range,
+    config_to_argv,
+    load_config_file,
+    parse_args_with_config,
+    run_script,
+)
 from .ema import EMA_SCHEDULES, ConstantDecayEMAModel, build_ema
 from .noise_schedule import (
     OFFICIAL_CLEAN_PROBABILITY,
@@ -39,8 +46,10 @@ __all__ = [
     "RUN_FILES",
     "ConstantDecayEMAModel",
     "NoisyMapSchedule",
+    "OneLineArgumentParser",
     "SemanticDiffusionObjective",
     "build_ema",
+    "check_range",
     "check_output_dir",
     "checkpoint_step",
     "colorize_labels",
@@ -55,6 +64,7 @@ __all__ = [
     "read_state",
     "resolve_checkpoint",
     "rotate_checkpoints",
+    "run_script",
     "save_checkpoint",
     "temporary_checkpoint_dir",
     "validation_grid",

@@ -4,34 +4,101 @@
 command-line tokens placed *before* the user's arguments and everything goes through the same ``argparse`` parser,
 so config values get exactly the flags' types, ``choices`` and ``nargs`` checks (a typo in a key or a value is an
 error naming it, not a silently ignored setting).
+
+The scripts' parsers report usage errors in one line (:class:`OneLineArgumentParser`), their numeric flags are
+range-checked while parsing (:func:`check_range`: NaN, inf, 0 or -1 where they mean nothing), and :func:`run_script`
+turns an argument error into one line ``<script>: error: <message>`` without a traceback, as the ``gesco`` commands.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
-__all__ = ["config_to_argv", "load_config_file", "parse_args_with_config"]
+__all__ = [
+    "OneLineArgumentParser",
+    "check_range",
+    "config_to_argv",
+    "load_config_file",
+    "parse_args_with_config",
+    "run_script",
+]
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with its usage errors in one line, ``<prog>: error: <message>`` (exit status 2), as ``gesco``."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def check_range(args: argparse.Namespace, name: str, low: Optional[float] = None, high: Optional[float] = None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """``--name`` (when given; a list: each of its values) must be a finite number (an int flag: an integer) within
+    ``low``/``high`` (inclusive unless ``low_open``/``high_open``); else a one-line ``ValueError`` naming the flag."""
+    value = getattr(args, name)
+    if value is None:
+        return
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if not (math.isfinite(v) and (low is None or (v > low if low_open else v >= low))
+                and (high is None or (v < high if high_open else v <= high))):
+            show = lambda x: str(x) if isinstance(x, int) else f"{x:g}"  # noqa: E731
+            bounds = [f"{'>' if low_open else '>='} {show(low)}"] if low is not None else []
+            bounds += [f"{'<' if high_open else '<='} {show(high)}"] if high is not None else []
+            kind = "an integer" if isinstance(v, int) else "a finite number"
+            raise ValueError(f"--{name} must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, got {value}")
+
+
+def run_script(prog: str, parse_args: Callable[[Optional[Sequence[str]]], Any], main: Callable[[Any], Any],
+               argv: Optional[Sequence[str]] = None) -> int:
+    """A training script's entry point: ``main(parse_args(argv))``; returns the exit status.
+
+    An argument error is one line on stderr, ``<prog>: error: <message>``, without a traceback: argparse's own
+    (status 2, see :class:`OneLineArgumentParser`) and those ``parse_args`` raises while checking the values, files
+    and folders (``ValueError``, ``TypeError``, ``OSError``: status 1). Errors of the run itself keep their traceback.
+    """
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit_:  # argparse: a usage error (already printed in one line) or --help
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except (ValueError, TypeError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 1
+    main(args)
+    return 0
 
 
 def load_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
     """Read a ``.yaml``/``.yml`` or ``.json`` file holding one mapping of flag names to values."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {path} is a folder; give the .yaml or .json file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"config file must be .yaml, .yml or .json, got {path.name}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not a text file ({err})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as err:  # truncated or not JSON: name the file
+            raise ValueError(f"config file {path} is not valid JSON ({err})") from None
+    else:
         import yaml
 
-        data = yaml.safe_load(text)
-    elif path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"config file must be .yaml, .yml or .json, got {path.name}")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML ({' '.join(str(err).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
