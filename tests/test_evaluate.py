@@ -396,6 +396,25 @@ def test_model_fingerprint_sees_permuted_weights():
     assert model_fingerprint(pipe) == before
 
 
+def test_model_fingerprint_ignores_diffusers_bookkeeping():
+    """``_use_default_values`` lists a set in hash-seed order (it differs between processes) and ``_name_or_path`` is
+    where the folder was: neither changes the images, so neither may change the fingerprint (a resumed evaluation in
+    a new process refused its own folder)."""
+    from diffusers.configuration_utils import FrozenDict
+
+    from gesco_diffusers.evaluation.store import model_fingerprint
+
+    pipe = GescoPipeline.from_unet_config("tiny", dataset="camvid", seed=0)
+    config = dict(pipe.scheduler.config)
+    pipe.scheduler._internal_dict = FrozenDict({**config, "_use_default_values": ["timestep_spacing", "steps_offset"]})
+    before = model_fingerprint(pipe)
+    pipe.scheduler._internal_dict = FrozenDict({**config, "_use_default_values": ["steps_offset", "timestep_spacing"]})
+    pipe.unet._internal_dict = FrozenDict({**dict(pipe.unet.config), "_name_or_path": "/elsewhere/unet"})
+    assert model_fingerprint(pipe) == before
+    pipe.scheduler._internal_dict = FrozenDict({**config, "beta_end": 0.03})  # a real setting still counts
+    assert model_fingerprint(pipe) != before
+
+
 def test_stored_psnr_convention_sets_the_noise_of_the_model_runs(assets, tmp_path, monkeypatch):
     """A converted checkpoint stores psnr_convention="official_table": its `ours` runs at "10 dB" get the authors'
     sigma 0.36, measured on the received maps; psnr_convention="paper" overrides it (sigma 0.316)."""

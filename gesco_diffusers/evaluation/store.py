@@ -98,7 +98,11 @@ def remove_stale_temporaries(folder: Path) -> None:
 
 
 def _hash_config(digest, config) -> None:
-    digest.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+    # diffusers' bookkeeping keys ("_name_or_path", "_diffusers_version", "_use_default_values") do not change the
+    # images, and "_use_default_values" lists a set in hash-seed order: hashing it made the fingerprint of the same
+    # model differ between processes (a resumed run refused its own folder).
+    settings = {key: value for key, value in dict(config).items() if not key.startswith("_")}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
 
 
 def _hash_weights(digest, module: torch.nn.Module) -> None:
