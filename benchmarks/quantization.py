@@ -219,6 +219,7 @@ def main(argv=None) -> dict:
                        int8_share=summary["int8_values"] / (summary["int8_values"] + summary["float_values"]))
             pipes[name] = pipe
 
+        base_steps = pipes["fp32"].default_num_inference_steps
         inputs = fixed_input(pipes["fp32"], data)
         reference = forward(pipes["fp32"], inputs)
         times = {name: [] for name in pipes}
@@ -243,7 +244,7 @@ def main(argv=None) -> dict:
         row["file_ratio"] = row["file_mb"] / base["file_mb"]
     result = {
         "model": source_name, "data": args.data_dir, "num_maps": base.get("num_maps"), "psnr_db": args.psnr,
-        "steps": args.steps or "pipeline default", "size": list(size), "threads": args.threads,
+        "steps": args.steps or base_steps, "size": list(size), "threads": args.threads,
         "repeats": args.repeats, "torch": torch.__version__, "versions": _versions(), "rows": list(rows.values()),
     }
     print_table(result)
