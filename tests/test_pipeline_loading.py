@@ -126,3 +126,19 @@ def test_loading_and_saving_again_keeps_the_layout(saved, tmp_path):
     first, second = (json.loads((f / "model_index.json").read_text()) for f in (saved, tmp_path / "again"))
     assert {k: v for k, v in first.items() if k != "_name_or_path"} == \
         {k: v for k, v in second.items() if k != "_name_or_path"}
+
+
+def test_saved_weight_files_follow_the_umask(tmp_path):
+    """safetensors writes its files 0600 whatever the umask; a saved pipeline must be as readable as any file the
+    user creates (0644 under the usual umask 022)."""
+    import os
+
+    from gesco_diffusers import GescoPipeline
+
+    old = os.umask(0o022)
+    try:
+        GescoPipeline.from_unet_config("tiny", dataset="camvid").save_pretrained(tmp_path / "pipe")
+    finally:
+        os.umask(old)
+    weights = list((tmp_path / "pipe").rglob("*.safetensors"))
+    assert weights and all(path.stat().st_mode & 0o777 == 0o644 for path in weights)

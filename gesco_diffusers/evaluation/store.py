@@ -106,9 +106,12 @@ def _hash_config(digest, config) -> None:
 
 
 def _hash_weights(digest, module: torch.nn.Module) -> None:
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    from ..quantization import stored_tensors  # an 8-bit weight is hashed through its int8 data and scales
+
+    for key, weight in sorted(module.state_dict().items()):
+        for name, tensor in stored_tensors(key, weight):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def model_fingerprint(pipe: "GescoPipeline") -> str:

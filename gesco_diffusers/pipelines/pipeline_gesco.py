@@ -525,6 +525,15 @@ class GescoPipeline(DiffusionPipeline):
     # ----------------------------------------------------------------------------------------------------------------
     # Saving and loading
 
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, **kwargs):
+        """``DiffusionPipeline.save_pretrained``, with the weight files readable as the umask allows (safetensors
+        writes them 0600)."""
+        from ..utils.files import give_umask_modes
+
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        give_umask_modes(save_directory)
+        return result
+
     def save_config(self, save_directory: Union[str, os.PathLike], push_to_hub: bool = False, **kwargs):
         """Write ``model_index.json`` and the modules it names for ``DiffusionPipeline.from_pretrained(folder,
         trust_remote_code=True)`` (``pipeline.py``, ``unet/unet_semantic.py``; see :mod:`.loading`)."""

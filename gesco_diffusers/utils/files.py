@@ -97,6 +97,14 @@ def _apply_umask_modes(folder: Path) -> None:
                 os.chmod(path, dir_mode if os.stat(path).st_mode & 0o111 else file_mode)
 
 
+def give_umask_modes(folder: PathLike, pattern: str = "*.safetensors") -> None:
+    """Give the files matching ``pattern`` under ``folder`` the mode the umask gives new files: safetensors writes its
+    files 0600 whatever the umask, so a pipeline saved for a team or a web server would be unreadable to others."""
+    for path in Path(folder).rglob(pattern):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, _file_mode())
+
+
 def commit_directory(tmp: PathLike, final: PathLike) -> None:
     """Make the finished folder ``tmp`` appear as ``final`` (same file system), its entries with the umask's modes.
 
