@@ -180,3 +180,12 @@ def test_table_ix_counts_the_cost_of_a_known_layer_and_runs_quick(tmp_path):
     assert all(0 <= r["map_miou"] <= 1 for r in rows.values())
     assert json.loads((tmp_path / "table_ix.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     assert "Learned denoiser" in (tmp_path / "table_ix.md").read_text()
+
+
+def test_photo_heuristic_separates_the_fixture_maps_from_their_photos():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from photo_heuristic import main as photo_heuristic
+
+    result = photo_heuristic(["--data-dir", str(CAMVID)])
+    assert result["label_maps"] == 10 and result["photos"] == 10
+    assert result["label_max"] < result["threshold"] < result["photo_min"]
