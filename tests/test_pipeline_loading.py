@@ -142,3 +142,16 @@ def test_saved_weight_files_follow_the_umask(tmp_path):
         os.umask(old)
     weights = list((tmp_path / "pipe").rglob("*.safetensors"))
     assert weights and all(path.stat().st_mode & 0o777 == 0o644 for path in weights)
+
+
+@pytest.mark.parametrize("name", ["demo", "fast", "ablation"])
+def test_every_shipped_model_loads_with_diffusers_own_loader(name):
+    """The diffusers idiom on the shipped folders themselves (the demo folder was exported before the loading
+    modules existed and failed with "module diffusers has no attribute GescoPipeline")."""
+    from diffusers import DiffusionPipeline
+
+    from gesco_diffusers.shipped import SHIPPED_MODELS, shipped_model_path
+
+    assert name in SHIPPED_MODELS
+    pipe = DiffusionPipeline.from_pretrained(shipped_model_path(name), trust_remote_code=True)
+    assert type(pipe).__name__ == "GescoPipeline" and pipe.dataset_preset.name == "camvid"
