@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import sys
 import warnings
 from typing import Callable, Optional, Sequence
@@ -32,72 +33,27 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _transmit(sub) -> Callable:
-    from . import transmit
-
-    parser = sub.add_parser("transmit", help=HELP["transmit"])
-    transmit.add_arguments(parser)
-    return transmit.run
-
-
-def _convert(sub) -> Callable:
-    from .convert import cli
-
-    parser = sub.add_parser("convert", help=HELP["convert"])
-    cli.build_parser(parser)
-    return cli.run
-
-
-def _publish(sub) -> Callable:
-    from . import hub
-
-    parser = sub.add_parser("publish", help=HELP["publish"])
-    hub.build_parser(parser)
-    return hub.run
+#: Each subcommand's module (relative to this package) and the names of its argument builder and runner. The module is
+#: imported only for the command being run, so ``gesco --help`` loads no torch. A runner returns the exit status, or
+#: a result (``map-level``'s rows), which means success.
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "transmit": (".transmit", "add_arguments", "run"),
+    "convert": (".convert.cli", "build_parser", "run"),
+    "publish": (".hub", "build_parser", "run"),
+    # (its own arguments on the subparser: an argparse.REMAINDER positional never saw leading options)
+    "map-level": (".experiments.map_level", "build_parser", "run"),
+    "evaluate": (".evaluation.cli", "build_parser", "run"),
+    "generate": (".generate", "add_arguments", "run"),
+    "demo": (".demo.cli", "add_arguments", "run"),  # light: gradio and torch load when the command runs
+}
 
 
-def _map_level(sub) -> Callable:
-    from .experiments import map_level
-
-    # The experiment's own arguments on the subparser (an argparse.REMAINDER positional never saw leading options:
-    # `gesco map-level --dataset camvid` was rejected).
-    parser = sub.add_parser("map-level", help=HELP["map-level"])
-    map_level.build_parser(parser)
-
-    def run(args):
-        map_level.run(args)
-        return 0
-
-    return run
-
-
-def _evaluate(sub) -> Callable:
-    # (the package exports the function `evaluate`, which hides the module of the same name: import from the module)
-    from .evaluation.cli import build_parser, run
-
-    parser = sub.add_parser("evaluate", help=HELP["evaluate"])
-    build_parser(parser)
-    return run
-
-
-def _generate(sub) -> Callable:
-    from . import generate
-
-    parser = sub.add_parser("generate", help=HELP["generate"])
-    generate.add_arguments(parser)
-    return generate.run
-
-
-def _demo(sub) -> Callable:
-    from .demo import cli  # light: gradio and torch load when the command runs
-
-    parser = sub.add_parser("demo", help=HELP["demo"])
-    cli.add_arguments(parser)
-    return cli.run
-
-
-SUBCOMMANDS = {"transmit": _transmit, "convert": _convert, "publish": _publish, "map-level": _map_level,
-               "evaluate": _evaluate, "generate": _generate, "demo": _demo}
+def _add_subcommand(sub, name: str) -> Callable:
+    """Give ``name``'s subparser its arguments; return its runner."""
+    module_name, add_arguments, run = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name, __package__)
+    getattr(module, add_arguments)(sub.add_parser(name, help=HELP[name]))
+    return getattr(module, run)
 
 
 def build_parser(command: Optional[str] = None) -> tuple[argparse.ArgumentParser, dict]:
@@ -106,9 +62,9 @@ def build_parser(command: Optional[str] = None) -> tuple[argparse.ArgumentParser
     parser = _OneLineParser(prog="gesco", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     runners = {}
-    for name, make in SUBCOMMANDS.items():
+    for name in SUBCOMMANDS:
         if name == command:
-            runners[name] = make(sub)
+            runners[name] = _add_subcommand(sub, name)
         else:
             sub.add_parser(name, help=HELP[name], add_help=False)
     return parser, runners
@@ -137,7 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     try:
         with _one_line_warnings(args.command):
-            return int(runners[args.command](args) or 0)
+            status = runners[args.command](args)
+            return status if isinstance(status, int) else 0
     except KeyboardInterrupt:
         print(f"gesco {args.command}: interrupted", file=sys.stderr)
         return 130
