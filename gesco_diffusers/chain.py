@@ -25,6 +25,7 @@ from .pipelines import GescoPipeline
 from .presets import DatasetPreset
 from .sender.codecs import encode_semantic_map
 from .shipped import resolve_model
+from .utils.files import existing_file
 from .visualize import labels_from_colors
 
 __all__ = [
@@ -120,11 +121,7 @@ def read_label_map(path: Union[str, Path], preset: Optional[DatasetPreset] = Non
     (:func:`check_label_ids`); without, the ids are not checked, so that a command can read its maps before the model
     (and its preset) loads and check them with :func:`check_label_ids` after.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"label map {path} is a folder, not a PNG file")
-    if not path.is_file():
-        raise FileNotFoundError(f"label map not found: {path}")
+    path = existing_file(path, "label map", "a PNG file")
     try:
         with PIL.Image.open(path) as image:
             if image.mode not in LABEL_MODES:

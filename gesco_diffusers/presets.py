@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .utils.files import existing_file
+
 
 #: The largest image or map side, in pixels, that the commands accept (``gesco transmit --size``, ``gesco evaluate
 #: --size``, ``gesco convert --sample-size``, the training scripts' ``--resolution``): 8x the largest side the paper's
@@ -198,11 +200,7 @@ def preset_from_classes_file(path: Union[str, os.PathLike]) -> DatasetPreset:
     Other keys (a description, the source, split sizes) are ignored. A name that is a built-in preset must define
     the same number of classes.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"classes file {path} is a folder; give the classes.json file")
-    if not path.is_file():
-        raise FileNotFoundError(f"classes file not found: {path}")
+    path = existing_file(path, "classes file", "the classes.json file")
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:

@@ -17,8 +17,9 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
+
+from ..utils.files import existing_file
 
 __all__ = [
     "OneLineArgumentParser",
@@ -76,11 +77,7 @@ def run_script(prog: str, parse_args: Callable[[Optional[Sequence[str]]], Any], 
 
 def load_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
     """Read a ``.yaml``/``.yml`` or ``.json`` file holding one mapping of flag names to values."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"config file {path} is a folder; give the .yaml or .json file")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    path = existing_file(path, "config file", "the .yaml or .json file")
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise ValueError(f"config file must be .yaml, .yml or .json, got {path.name}")
     try:

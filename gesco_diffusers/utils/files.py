@@ -147,6 +147,17 @@ def staged_directory(final: PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def existing_file(path: PathLike, what: str, expected: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is a file; otherwise a one-line error naming ``what`` (a folder:
+    "give ``expected``"; nothing there: not found). The readers of user files call it before opening them."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give {expected}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
 def check_writable_dir(path: PathLike, what: str = "output folder") -> None:
     """Raise a one-line error unless ``path`` is a folder we can write into, or can be created as one.
 
