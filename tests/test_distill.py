@@ -319,3 +319,139 @@ def test_a_stored_schedule_is_the_models_schedule_for_its_step_count(tiny_teache
     with pytest.raises(ValueError, match="hold 4 steps"):
         GescoPipeline(unet=pipe.unet, scheduler=pipe.scheduler,
                       semantic_config={"num_inference_steps": 3, "timesteps": [999, 600, 300, 100]})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trajectory distillation
+
+
+def test_a_student_landing_on_the_teachers_states_has_zero_loss_and_the_last_jump_returns_x0():
+    from gesco_diffusers.training.trajectory_distillation import TrajectoryDistillationObjective
+
+    d = diffusion()
+    objective = TrajectoryDistillationObjective(d, [999, 749, 499, 249])
+    abar = d.buffer("alphas_cumprod").float()
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g)
+    segment = torch.tensor([0, 1, 2, 3])
+    now = abar[[999, 749, 499, 249]].reshape(-1, 1, 1, 1)
+    after = torch.cat([abar[[749, 499, 249]], torch.ones(1)]).reshape(-1, 1, 1, 1)
+    start = now.sqrt() * x0 + (1 - now).sqrt() * eps
+    # DDIM keeps (x0, eps): an oracle epsilon lands on the same (x0, eps) one step later, and on x0 after the last.
+    landed = objective.land(eps, start, segment)
+    torch.testing.assert_close(landed, after.sqrt() * x0 + (1 - after).sqrt() * eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(landed[3], x0[3], rtol=1e-4, atol=1e-4)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, sample, t, segmap):
+            return type("Out", (), {"sample": torch.cat([eps, torch.zeros_like(eps)], 1)})()
+
+    out = objective(Oracle(), torch.zeros(4, 12, 8, 8), start, landed, segment)
+    assert out["loss"].item() < 1e-8 and out["timesteps"].tolist() == [999, 749, 499, 249]
+    for bad in ([249, 499], [1000, 10], []):
+        with pytest.raises(ValueError, match="strictly descending"):
+            TrajectoryDistillationObjective(d, bad)
+
+
+def test_teacher_trajectories_are_the_teachers_own_ddim_run(tiny_teacher):
+    from gesco_diffusers.training.trajectory_distillation import teacher_sampler, teacher_trajectories
+
+    teacher = GescoPipeline.from_pretrained(str(tiny_teacher[0]))
+    teacher.set_progress_bar_config(disable=True)
+    labels = torch.randint(0, 12, (2, 16, 24), generator=torch.Generator().manual_seed(0))
+    maps = teacher.prepare_semantic_map(labels, fds=False).conditioning
+    noise = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(1))
+    states = teacher_trajectories(teacher, maps, noise, num_student_steps=4, substeps=2, guidance_scale=1.5)
+    assert states.shape == (2, 5, 3, 16, 24)
+    torch.testing.assert_close(states[:, 0], noise)
+    # The last state is the image of the teacher's 8-step guided DDIM run from the same noise; x0 was clipped.
+    ddim = GescoPipeline(unet=teacher.unet, scheduler=teacher_sampler(teacher.scheduler.config),
+                         semantic_config=teacher.config.semantic_config)
+    ddim.set_progress_bar_config(disable=True)
+    seen = []
+    ddim.unet.register_forward_hook(lambda module, inputs, output: seen.append(int(inputs[1].flatten()[0])))
+    images = ddim(maps, fds=False, latents=noise, num_inference_steps=8, guidance_scale=1.5, output_type="pt").images
+    torch.testing.assert_close((states[:, -1] + 1) / 2, images, rtol=1e-5, atol=1e-5)
+    assert states[:, -1].abs().max() <= 1.0
+    assert seen == [999, 874, 749, 624, 499, 374, 249, 124]  # one call per step, map and null map batched
+    assert seen[::2] == [999, 749, 499, 249]  # the student's timesteps: the states kept
+
+
+def test_trajectory_distillation_lowers_the_loss_on_fixed_jumps(one_thread):
+    from gesco_diffusers.training.trajectory_distillation import TrajectoryDistillationObjective
+
+    torch.manual_seed(0)
+    student = SemanticUNet2DModel(**semantic_unet_config("tiny"))
+    objective = TrajectoryDistillationObjective(diffusion(), [999, 749, 499, 249])
+    g = torch.Generator().manual_seed(1)
+    maps = torch.rand(4, 12, 8, 8, generator=g)
+    start, target = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g) * 0.5
+    segment = torch.tensor([0, 1, 2, 3])
+    optimizer = torch.optim.AdamW(student.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        out = objective(student, maps, start, target, segment)
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def trajectory_args(teacher, data, out, steps=4, extra=()):
+    return distill_args(teacher, data, out, steps, ["--method", "trajectory", "--num_trajectories", "5",
+                                                    "--trajectory_shard_size", "2", "--solver_substeps", "2",
+                                                    *extra])
+
+
+def test_trajectory_student_is_a_ddim_student_and_its_recording_resumes(tiny_teacher, tmp_path, one_thread):
+    from diffusers import DDIMScheduler
+
+    teacher, data = tiny_teacher
+    reference = distill.main(distill.parse_args(trajectory_args(teacher, data, tmp_path / "ref")))
+    shards = sorted((reference / "trajectories").glob("shard-*.safetensors"))
+    assert [p.name for p in shards] == ["shard-00000.safetensors", "shard-00001.safetensors",
+                                        "shard-00002.safetensors"]
+    assert load_file(str(shards[2]))["states"].shape == (1, 5, 3, 16, 24)  # 5 trajectories in shards of 2
+    pipe = GescoPipeline.from_pretrained(str(reference))
+    assert isinstance(pipe.scheduler, DDIMScheduler) and not pipe.scheduler.config.clip_sample
+    stored = pipe.config.semantic_config
+    assert stored["num_inference_steps"] == 4 and stored["guidance_scale"] == 1.0
+    assert stored["distillation"]["timesteps"] == [999, 749, 499, 249]
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, inputs, output: calls.append((int(inputs[1].flatten()[0]),
+                                                                                  inputs[2].shape[0])))
+    labels = torch.randint(0, 12, (2, 16, 24), generator=torch.Generator().manual_seed(0))
+    pipe(labels, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert calls == [(999, 2), (749, 2), (499, 2), (249, 2)]
+
+    # Killed during the recording (shard 1 missing) and after 2 steps: the resumed run equals the uninterrupted one.
+    out = tmp_path / "resumed"
+    distill.main(distill.parse_args(trajectory_args(teacher, data, out, steps=2)))
+    (out / "trajectories" / "shard-00001.safetensors").unlink()
+    distill.main(distill.parse_args(trajectory_args(teacher, data, out, extra=["--resume_from_checkpoint", "latest"])))
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"):
+        assert (out / "trajectories" / name).read_bytes() == (reference / "trajectories" / name).read_bytes()
+    for a, b in zip(read_log(out), read_log(reference), strict=True):
+        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+    # Other settings never mix into recorded trajectories.
+    with pytest.raises(ValueError, match="other settings .*solver_substeps"):
+        distill.main(distill.parse_args(trajectory_args(teacher, data, out, extra=[
+            "--resume_from_checkpoint", "latest", "--solver_substeps", "3"])))
+
+
+def test_trajectory_distillation_rejects_bad_settings(tiny_teacher, tmp_path):
+    teacher, data = tiny_teacher
+    with pytest.raises(ValueError, match="exceed the 1000 training timesteps"):
+        distill.parse_args(trajectory_args(teacher, data, tmp_path / "a", extra=["--solver_substeps", "300"]))
+    with pytest.raises(ValueError, match="num_trajectories"):
+        distill.parse_args(trajectory_args(teacher, data, tmp_path / "b", extra=["--num_trajectories", "0"]))
+    other = GescoPipeline.from_unet_config(semantic_unet_config("tiny", sample_size=[16, 24], out_channels=3),
+                                           dataset="camvid")
+    other.save_pretrained(str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="student_init .* not the teacher's architecture"):
+        distill.main(distill.parse_args(trajectory_args(teacher, data, tmp_path / "c",
+                                                        extra=["--student_init", str(tmp_path / "other")])))
+    with pytest.raises(ValueError, match="student_init .* not a GescoPipeline folder"):
+        distill.main(distill.parse_args(trajectory_args(teacher, data, tmp_path / "d",
+                                                        extra=["--student_init", str(tmp_path)])))

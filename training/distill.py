@@ -5,14 +5,19 @@
 
 Shaped like diffusers' ``examples/consistency_distillation/train_lcm_distill_sd_wds.py``, in pixel space and
 conditioned on semantic maps. The teacher is a ``GescoPipeline`` folder (default: the shipped CamVid demo model)
-sampled with its stored classifier-free guidance scale; the student starts from the teacher's weights and needs one
-map per image, so each sampling step is one U-Net call. Two methods (``--method``):
+sampled with its stored classifier-free guidance scale; the student starts from the teacher's weights (or
+``--student_init``'s) and needs one map per image, so each sampling step is one U-Net call. Three methods
+(``--method``):
 
 * ``consistency``: consistency distillation (LCM; :mod:`gesco_diffusers.training.consistency`): the student learns the
   guided teacher's probability-flow ODE endpoint and is sampled by diffusers' ``LCMScheduler`` on the grid;
 * ``guidance``: guidance distillation (Meng et al. 2023, stage one;
   :mod:`gesco_diffusers.training.guidance_distillation`): the student regresses the guided teacher's output at the
-  timesteps of a few-step stochastic sampler (SDE-DPM-Solver++ on a stored schedule), which then samples it.
+  timesteps of a few-step stochastic sampler (SDE-DPM-Solver++ on a stored schedule), which then samples it;
+* ``trajectory``: trajectory distillation (progressive distillation in one stage;
+  :mod:`gesco_diffusers.training.trajectory_distillation`): the guided teacher's DDIM trajectories are recorded once
+  (``--num_trajectories``, ``--solver_substeps`` teacher steps per student step, in ``<output_dir>/trajectories``,
+  resumable) and the student learns each jump of its own few-step DDIM sampler.
 
 Data, noisy-map schedule (the teacher's, read from its ``semantic_config``), seeding and checkpoints are those of
 ``training/train.py``. Outputs in ``--output_dir``: ``checkpoint-<step>/`` (committed atomically, no pickle; resume with
@@ -55,6 +60,7 @@ from gesco_diffusers.data import (
     seeded_generator,
 )
 from gesco_diffusers.diffusion import GaussianDiffusion, build_scheduler
+from gesco_diffusers.evaluation.store import module_fingerprint
 from gesco_diffusers.models import SemanticUNet2DModel
 from gesco_diffusers.pipelines import GescoPipeline
 from gesco_diffusers.presets import DatasetPreset
@@ -78,12 +84,22 @@ from gesco_diffusers.training.consistency import (
     update_target,
 )
 from gesco_diffusers.training.guidance_distillation import GuidanceDistillationObjective
+from gesco_diffusers.training.objective import received_maps
+from gesco_diffusers.training.trajectory_distillation import (
+    TrajectoryCache,
+    TrajectoryDataset,
+    TrajectoryDistillationObjective,
+    record_trajectories,
+    student_sampler,
+    student_timesteps,
+)
 
 logger = get_logger(__name__, log_level="INFO")
 
 TRAIN_LOG = base.TRAIN_LOG
-METHODS = ("consistency", "guidance")
+METHODS = ("consistency", "guidance", "trajectory")
 NOISE_STREAM = 2  # seed domain of the per-step distillation noise (train.py uses 1)
+TRAJECTORY_STREAM = 3  # seed domain of trajectory j's received map and initial noise
 DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "gesco_diffusers" / "assets" / "demo" / "camvid"
 
 
@@ -100,7 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher's classifier-free guidance scale folded into the student (default: the teacher's)")
     g.add_argument("--num_grid_steps", type=int, default=50,
                    help="N of the skipping grid tau_i = (i+1) T/N - 1 (LCMScheduler's original_inference_steps)")
-    g.add_argument("--solver_substeps", type=int, default=1, help="teacher DDIM steps per skip")
+    g.add_argument("--solver_substeps", type=int, default=1,
+                   help="teacher DDIM steps per skip (consistency) or per student step (trajectory)")
+    g.add_argument("--student_init", default=None,
+                   help="a GescoPipeline folder whose U-Net (the teacher's architecture) initialises the student, "
+                        "e.g. a guidance-distilled student (default: the teacher's weights)")
+    g.add_argument("--num_trajectories", type=int, default=2048,
+                   help="trajectory: teacher trajectories recorded (each gives --num_inference_steps jumps)")
+    g.add_argument("--trajectory_shard_size", type=int, default=16,
+                   help="trajectory: trajectories per recorded shard (and per teacher batch)")
     g.add_argument("--teacher_clip_x0", action=bool_flag, default=True,
                    help="clip the teacher's x0 to [-1, 1] in its ODE steps (as its own samplers do)")
     g.add_argument("--huber_c", type=float, default=0.001, help="c of the pseudo-Huber loss")
@@ -128,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_grad_norm", type=float, default=1.0)
     g.add_argument("--max_train_steps", type=int, default=None)
     g.add_argument("--max_train_minutes", type=float, default=None,
-                   help="wall-clock budget of this run; then stop cleanly, saving the state and the pipeline")
+                   help="wall-clock budget of this run's training loop (trajectory recording not counted); then "
+                        "stop cleanly, saving the state and the pipeline")
     g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"))
     g.add_argument("--seed", type=int, default=0)
 
@@ -160,6 +185,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              f"{args.num_inference_steps}")
         if any(a <= b for a, b in zip(args.timesteps, args.timesteps[1:])) or min(args.timesteps) < 0:
             raise ValueError(f"--timesteps must be non-negative and strictly descending, got {args.timesteps}")
+    if args.method == "trajectory" and args.num_inference_steps * args.solver_substeps > 1000:
+        raise ValueError(f"--num_inference_steps {args.num_inference_steps} x --solver_substeps {args.solver_substeps} "
+                         "teacher steps exceed the 1000 training timesteps")
     if args.method == "consistency" and args.num_inference_steps > args.num_grid_steps:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} exceeds the grid of "
                          f"--num_grid_steps {args.num_grid_steps}")
@@ -173,7 +201,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         check_range(args, name, 0, low_open=True)
     for name in ("adam_weight_decay", "guidance_scale", "lr_warmup_steps"):
         check_range(args, name, 0)
-    for name in ("max_train_steps", "num_grid_steps", "solver_substeps", "checkpoints_total_limit"):
+    for name in ("max_train_steps", "num_grid_steps", "solver_substeps", "checkpoints_total_limit",
+                 "num_trajectories", "trajectory_shard_size"):
         check_range(args, name, 1)
     check_range(args, "seed", 0, 2**32 - 1)  # (numpy's seed range)
     if args.report_to == "none":
@@ -210,9 +239,12 @@ def teacher_noise_schedule(teacher: GescoPipeline, train_fds: Optional[bool]) ->
 
 def student_scheduler(teacher: GescoPipeline, method: str, num_grid_steps: int):
     """The student's sampler on the teacher's noise schedule: diffusers' multistep consistency sampler on the
-    distillation grid (``consistency``), or SDE-DPM-Solver++ with trailing timesteps (``guidance``: its first step
-    starts from pure noise at ``T - 1``, which few steps need)."""
+    distillation grid (``consistency``), SDE-DPM-Solver++ with trailing timesteps (``guidance``: its first step
+    starts from pure noise at ``T - 1``, which few steps need), or unclipped DDIM with trailing timesteps
+    (``trajectory``: the sampler whose jumps the student learned)."""
     cfg = teacher.scheduler.config
+    if method == "trajectory":
+        return student_sampler(cfg)
     if method == "guidance":
         return build_scheduler("sde-dpmsolver++", cfg, timestep_spacing="trailing")
     return LCMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
@@ -229,6 +261,12 @@ def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float,
                   "num_grid_steps": args.num_grid_steps, "solver_substeps": args.solver_substeps,
                   "teacher_clip_x0": args.teacher_clip_x0, "huber_c": args.huber_c,
                   "target_ema_decay": args.target_ema_decay, "sigma_data": SIGMA_DATA}
+    elif args.method == "trajectory":
+        method = {"method": "trajectory distillation (progressive distillation in one stage; MSE to the guided "
+                            "teacher's DDIM states, x0 clipped)",
+                  "teacher_sampler": f"DDIM trailing, {args.num_inference_steps * args.solver_substeps} steps",
+                  "solver_substeps": args.solver_substeps, "num_trajectories": args.num_trajectories,
+                  "timesteps": list(timesteps), "student_init": args.student_init}
     else:
         method = {"method": "guidance distillation (Meng et al. 2023, stage one; MSE to the guided teacher)",
                   "timesteps": None if timesteps is None else list(timesteps)}
@@ -244,6 +282,9 @@ def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float,
 
 def build_objective(args, teacher_unet, guidance_scale: float, diffusion, encoder, noise_schedule, scheduler):
     """The method's objective, and the timesteps the guidance student is trained at (``None``: all)."""
+    if args.method == "trajectory":
+        timesteps = student_timesteps(scheduler.config, args.num_inference_steps)
+        return TrajectoryDistillationObjective(diffusion, timesteps), timesteps
     if args.method == "consistency":
         solver = SkippingStepSolver(diffusion, args.num_grid_steps, args.solver_substeps, args.teacher_clip_x0)
         return ConsistencyDistillationObjective(teacher_unet, guidance_scale, solver, diffusion, encoder,
@@ -257,6 +298,70 @@ def build_objective(args, teacher_unet, guidance_scale: float, diffusion, encode
         timesteps = sorted(timesteps, reverse=True)
     return GuidanceDistillationObjective(teacher_unet, guidance_scale, diffusion, encoder, noise_schedule,
                                          timesteps), timesteps
+
+
+def initial_student_weights(path: Optional[str], teacher_unet: SemanticUNet2DModel) -> dict:
+    """The student's starting weights: the teacher's, or those of the U-Net in ``--student_init`` (same architecture)."""
+    if path is None:
+        return teacher_unet.state_dict()
+    if not (Path(path) / "model_index.json").is_file():
+        raise ValueError(f"--student_init {path} is not a GescoPipeline folder (no model_index.json)")
+    unet = GescoPipeline.from_pretrained(path, dtype=torch.float32).unet
+    mismatched = sorted(k for k in ("in_channels", "out_channels", "segmap_channels", "block_out_channels",
+                                    "sample_size", "learn_sigma")
+                        if unet.config.get(k) != teacher_unet.config.get(k))
+    if mismatched or unet.state_dict().keys() != teacher_unet.state_dict().keys():
+        raise ValueError(f"--student_init {path}: its U-Net is not the teacher's architecture "
+                         f"({', '.join(mismatched) or 'other layers'} differ)")
+    return unet.state_dict()
+
+
+def trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows, train_transform, encoder,
+                          noise_schedule, output_dir: Path):
+    """Record the teacher's trajectories that ``output_dir/trajectories`` lacks (each process its share of the
+    shards; resumable), then a loader over every (trajectory, student step) jump.
+
+    Trajectory ``j`` is training row ``order_e[j mod R]`` (``R`` rows, ``e = j div R``: the epoch order and
+    augmentation of ``train.py``), its channel condition, channel noise and initial noise drawn from a generator of
+    ``(seed, j)`` alone."""
+    cache = TrajectoryCache(
+        output_dir / "trajectories",
+        {"teacher": str(Path(args.teacher).resolve()), "teacher_weights": module_fingerprint(teacher.unet),
+         "guidance_scale": guidance_scale, "num_inference_steps": args.num_inference_steps,
+         "solver_substeps": args.solver_substeps, "seed": args.seed, "noisy_maps": noise_schedule.describe(),
+         "resolution": list(args.resolution), "rows": len(train_rows)},
+        args.num_trajectories, args.trajectory_shard_size)
+    if accelerator.is_main_process:
+        cache.open()
+    accelerator.wait_for_everyone()
+    rows = len(train_rows)
+    orders: dict[int, list[int]] = {}
+
+    def example_for(j: int):
+        epoch, position = divmod(j, rows)
+        if epoch not in orders:
+            sampler = EpochShuffleSampler(rows, seed=args.seed)
+            sampler.set_epoch(epoch)
+            orders[epoch] = list(sampler)
+        train_transform.epoch = epoch
+        row = train_rows[orders[epoch][position]]
+        instances = row["instance"][None] if "instance" in row else None
+        generator = seeded_generator(args.seed, TRAJECTORY_STREAM, j)
+        maps, _ = received_maps(encoder, noise_schedule, row["label"][None], instances, generator)
+        noise = torch.randn((teacher.unet.config.in_channels, *args.resolution), generator=generator)
+        return maps[0].to(accelerator.device), noise.to(accelerator.device)
+
+    started = time.monotonic()
+    shards = range(accelerator.process_index, cache.num_shards, accelerator.num_processes)
+    record_trajectories(cache, teacher, example_for, args.num_inference_steps, args.solver_substeps, guidance_scale,
+                        shards=shards, autocast=accelerator.autocast,
+                        log=lambda message: logger.info(f"{message}, {time.monotonic() - started:.0f} s"))
+    accelerator.wait_for_everyone()
+    recorded = cache.load()
+    dataset = TrajectoryDataset(recorded["maps"], recorded["states"])
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=args.train_batch_size, sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
+        num_workers=0, drop_last=True, generator=torch.Generator().manual_seed(args.seed))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -310,7 +415,7 @@ def main(args: argparse.Namespace) -> Path:
     guidance_scale = teacher.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
     teacher_unet = teacher.unet.requires_grad_(False).eval().to(accelerator.device)
     student = SemanticUNet2DModel.from_config(teacher_unet.config)
-    student.load_state_dict(teacher_unet.state_dict())
+    student.load_state_dict(initial_student_weights(args.student_init, teacher_unet))
     student.train()
     target = None
     if args.method == "consistency":
@@ -318,8 +423,12 @@ def main(args: argparse.Namespace) -> Path:
     diffusion = GaussianDiffusion.from_scheduler(teacher.scheduler)
     noise_schedule = teacher_noise_schedule(teacher, args.train_fds)
     scheduler = student_scheduler(teacher, args.method, args.num_grid_steps)
-    objective, timesteps = build_objective(args, teacher_unet, guidance_scale, diffusion,
-                                           SemanticEncoder.from_preset(preset), noise_schedule, scheduler)
+    encoder = SemanticEncoder.from_preset(preset)
+    objective, timesteps = build_objective(args, teacher_unet, guidance_scale, diffusion, encoder, noise_schedule,
+                                           scheduler)
+    if args.method == "trajectory":  # the data are the teacher's recorded trajectories
+        train_dataloader = trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows,
+                                                 train_transform, encoder, noise_schedule, output_dir)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -356,10 +465,11 @@ def main(args: argparse.Namespace) -> Path:
     done = args.max_train_steps is not None and global_step >= args.max_train_steps
     epoch = first_epoch
     losses: list[torch.Tensor] = []
+    loop_start = time.monotonic()  # the time budget is the loop's (trajectory recording excluded)
     while not done:
         student.train()
         train_dataloader.set_epoch(epoch)
-        train_transform.epoch = epoch
+        train_transform.epoch = epoch  # (unused by recorded trajectories)
         skip = resume_batches if epoch == first_epoch else 0
         loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
         for batch_index, batch in enumerate(loader, start=skip):
@@ -368,8 +478,11 @@ def main(args: argparse.Namespace) -> Path:
             with accelerator.accumulate(student):
                 networks = (student, target) if target is not None else (student,)
                 with accelerator.autocast():  # teacher and target too, not only the prepared student
-                    out = objective(*networks, batch["pixel_values"], batch["label"], batch.get("instance"),
-                                    generator)
+                    if args.method == "trajectory":
+                        out = objective(student, batch["maps"], batch["start"], batch["target"], batch["segment"])
+                    else:
+                        out = objective(*networks, batch["pixel_values"], batch["label"], batch.get("instance"),
+                                        generator)
                 accelerator.backward(out["loss"])
                 if accelerator.sync_gradients and args.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
@@ -385,7 +498,7 @@ def main(args: argparse.Namespace) -> Path:
             global_step += 1
             loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
             losses = []
-            record = {"step": global_step, "epoch": epoch, "loss": loss, "psnr": out["psnr"],
+            record = {"step": global_step, "epoch": epoch, "loss": loss, "psnr": out.get("psnr"),
                       "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.monotonic() - start_time, 3)}
             if accelerator.is_main_process:
                 with log_path.open("a") as f:
@@ -398,7 +511,7 @@ def main(args: argparse.Namespace) -> Path:
                 logger.info(f"saved state to {path}")
             done = args.max_train_steps is not None and global_step >= args.max_train_steps
             if args.max_train_minutes is not None and not done:
-                over = torch.tensor([int(time.monotonic() - start_time >= 60 * args.max_train_minutes)],
+                over = torch.tensor([int(time.monotonic() - loop_start >= 60 * args.max_train_minutes)],
                                     device=accelerator.device)
                 done = bool(broadcast(over).item())
                 if done:
