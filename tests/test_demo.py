@@ -246,3 +246,8 @@ def test_browser_click_through_generation_sweep_and_error(served_demo, colour_pn
             expect(page.get_by_text("not in the camvid palette").first).to_be_visible(timeout=WAIT_MS)
         finally:
             browser.close()
+
+
+def test_the_demo_offers_the_demo_and_fast_models_not_the_ablation(core):
+    # The Table VIII ablation is shipped for the benchmark; the demo's list offers the two models users should pick.
+    assert core.MODELS == ("demo", "fast")

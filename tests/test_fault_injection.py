@@ -247,6 +247,7 @@ CASES = [
     case("map-level", "ebn0s-nan", ["--channels", "digital-awgn", "--ebn0s", "nan"], "ebn0_db must not contain NaN"),
     case("map-level", "limit-0", ["--limit", "0"], "limit must be a positive number of maps, got 0"),
     case("map-level", "batch-size-0", ["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+    case("map-level", "seed-negative", ["--seed", "-1"], "seed must be an integer in 0..2**63-1, got -1"),
     # ---- gesco demo: the Gradio app (must never start here)
     case("demo", "port-0", ["--port", "0"], "--port must be in 1..65535, got 0"),
     case("demo", "port-huge", ["--port", "70000"], "--port must be in 1..65535, got 70000"),

@@ -401,6 +401,8 @@ def run_map_level(
         raise ValueError(f"limit must be a positive number of maps, got {limit!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:  # (torch's seed range)
+        raise ValueError(f"seed must be an integer in 0..2**63-1, got {seed!r}")
     if out_dir is not None:  # before the work: a bad output folder costs nothing
         data = dataset_folder(preset, data_root).resolve()
         if data == Path(out_dir).resolve() or data in Path(out_dir).resolve().parents:
