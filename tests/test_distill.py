@@ -260,6 +260,10 @@ def test_guidance_student_samples_its_stored_schedule_in_four_single_map_calls(t
     with pytest.raises(ValueError, match="strictly descending"):
         distill.parse_args(distill_args(teacher, data, tmp_path / "z", extra=[
             "--method", "guidance", "--timesteps", "999", "300", "600", "100"]))
+    with pytest.raises(ValueError, match="below the teacher's 1000 training timesteps, got 1000"):
+        distill.main(distill.parse_args(distill_args(teacher, data, tmp_path / "z", extra=[
+            "--method", "guidance", "--timesteps", "1000", "600", "300", "100"])))
+    assert not (tmp_path / "z").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -376,6 +376,10 @@ def main(args: argparse.Namespace) -> Path:
         raise ValueError(f"--output_dir {output_dir} is inside the teacher folder {args.teacher}: distillation "
                          "never writes there")
     teacher = load_teacher(args.teacher)
+    num_train_timesteps = teacher.scheduler.config.num_train_timesteps
+    if args.timesteps and max(args.timesteps) >= num_train_timesteps:  # the student pipeline would refuse them
+        raise ValueError(f"--timesteps must lie below the teacher's {num_train_timesteps} training timesteps, got "
+                         f"{max(args.timesteps)}")
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
         log_with=args.report_to,
