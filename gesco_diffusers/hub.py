@@ -30,7 +30,7 @@ from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from .presets import DatasetPreset, get_dataset_preset
-from .utils.files import atomic_write_text, check_writable_dir
+from .utils.files import atomic_write_text, check_writable_dir, read_json_file
 from .utils.secrets import redact_secrets  # noqa: F401  (re-exported: the one filter for cards, configs, trackers)
 
 PathLike = Union[str, os.PathLike]
@@ -236,10 +236,7 @@ def validate_card_metadata(card: Union[ModelCard, PathLike]) -> ModelCardData:
 def _read_json(path: Path, folder: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} not found: is {str(folder)!r} a GescoPipeline folder?")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:  # a truncated or foreign file: name it
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from None
+    data = read_json_file(path, "pipeline file", allow_constants=True)
     if not isinstance(data, dict):
         raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
     return data
@@ -377,17 +374,7 @@ def _check_pipeline_folder(folder: Path) -> None:
 
 
 def _load_json_arg(value: Optional[str], name: str) -> Optional[dict]:
-    if value is None:
-        return None
-    path = Path(value)
-    if path.is_dir():
-        raise IsADirectoryError(f"--{name}: {value!r} is a folder; give a JSON file")
-    if not path.is_file():
-        raise FileNotFoundError(f"--{name}: {value!r} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"--{name}: {value!r} is not valid JSON ({err})") from None
+    return None if value is None else read_json_file(value, f"--{name}")
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:

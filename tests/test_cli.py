@@ -232,7 +232,7 @@ def test_publish_errors_are_one_line(tmp_path, capsys, monkeypatch, pipeline_fol
         ([str(tmp_path / "missing"), "org/name", "--dry-run"], "is not a pipeline folder (no model_index.json)"),
         ([str(tmp_path / "empty"), "org/name", "--card-kind", "camvid", "--dry-run"], "is not a pipeline folder"),
         ([str(pipeline_folder), "org/name"], "has no model card (README.md)"),
-        ([str(pipeline_folder), "org/name", "--kpis", str(tmp_path / "none.json")], "--kpis: "),
+        ([str(pipeline_folder), "org/name", "--kpis", str(tmp_path / "none.json")], "--kpis not found: "),
         ([str(pipeline_folder), "org/name", "--kpis", str(tmp_path / "bad.json")], "is not valid JSON"),
         ([str(pipeline_folder), "not a repo id", "--card-kind", "camvid"], "Repo id must use alphanumeric chars"),
         ([str(pipeline_folder), "name-only", "--card-kind", "camvid"], "repo_id must be 'namespace/name'"),

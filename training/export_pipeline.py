@@ -12,7 +12,6 @@ replaced whole or left untouched.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,7 +24,7 @@ from gesco_diffusers.diffusion import SAMPLERS, build_scheduler  # noqa: E402
 from gesco_diffusers.hub import write_model_card  # noqa: E402
 from gesco_diffusers.pipelines import GescoPipeline  # noqa: E402
 from gesco_diffusers.training.config import OneLineArgumentParser, run_script  # noqa: E402
-from gesco_diffusers.utils.files import check_writable_dir, staged_directory  # noqa: E402
+from gesco_diffusers.utils.files import check_writable_dir, read_json_file, staged_directory  # noqa: E402
 
 
 def _check_paths(source: Path, destination: Path) -> None:
@@ -61,15 +60,7 @@ def _read_json(path: Optional[Path], flag: str) -> Optional[dict]:
     """The JSON object of ``--flag`` (``None`` when not given); a one-line error naming the file otherwise."""
     if path is None:
         return None
-    if not path.is_file():
-        raise FileNotFoundError(f"{flag} {path}: {'a folder, not a JSON file' if path.is_dir() else 'not found'}")
-    def no_constants(name: str):  # NaN and Infinity are not JSON (Python's reader accepts them)
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        data = json.loads(path.read_text(), parse_constant=no_constants)
-    except (ValueError, UnicodeDecodeError) as err:  # truncated, not JSON
-        raise ValueError(f"{flag} {path} is not valid JSON ({err})") from None
+    data = read_json_file(path, flag)
     if not isinstance(data, dict):
         raise ValueError(f"{flag} {path} must hold a JSON object, got {type(data).__name__}")
     return data

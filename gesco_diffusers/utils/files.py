@@ -14,6 +14,7 @@ training checkpoints use it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -156,6 +157,21 @@ def existing_file(path: PathLike, what: str, expected: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
+
+
+def read_json_file(path: PathLike, what: str, allow_constants: bool = False) -> Any:
+    """The JSON document of a user file (``what`` names it in errors, e.g. ``"--kpis"``): one-line errors for a folder,
+    a missing file, text that is not JSON and, unless ``allow_constants`` (diffusers writes ``-Infinity`` into
+    scheduler configs), the NaN/Infinity constants Python's reader would otherwise accept."""
+    path = existing_file(path, what, "a JSON file")
+
+    def no_constants(name: str):
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(path.read_text(), parse_constant=None if allow_constants else no_constants)
+    except (ValueError, UnicodeDecodeError) as err:  # truncated, binary, not JSON, NaN
+        raise ValueError(f"{what} {path} is not valid JSON ({err})") from None
 
 
 def check_writable_dir(path: PathLike, what: str = "output folder") -> None:
