@@ -24,7 +24,7 @@ from .presets import check_image_size
 from .receiver import FDS_METHODS
 from .sender.codecs import available_codecs
 from .shipped import DEFAULT_MODEL, SHIPPED_MODELS, sample_maps, sample_photo
-from .utils.files import atomic_save, check_writable_dir
+from .utils.files import atomic_save, check_writable_dir, existing_file
 from .visualize import colorize, make_panel
 
 __all__ = ["TransmitReport", "add_arguments", "check_arguments", "format_report", "run", "transmit"]
@@ -85,10 +85,7 @@ def check_outputs(out_dir: Path, map_path: Path, overwrite: bool) -> None:
 def read_photo(path: Path) -> PIL.Image.Image:
     """The ``--photo`` of the panel as RGB, decoded now (a bad file is a one-line error naming it, before the model
     loads, not after the generation)."""
-    if path.is_dir():
-        raise IsADirectoryError(f"--photo {str(path)!r} is a folder; give the photo's image file")
-    if not path.is_file():
-        raise FileNotFoundError(f"--photo not found: {path}")
+    existing_file(path, "--photo", "the photo's image file")
     try:
         with PIL.Image.open(path) as photo:
             return photo.convert("RGB")
@@ -108,10 +105,7 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     map_path = Path(args.map) if args.map else sample_maps()[0]
-    if map_path.is_dir():
-        raise IsADirectoryError(f"--map {str(map_path)!r} is a folder; give one label map PNG")
-    if not map_path.is_file():  # before the model loads: a typo must not cost the loading time
-        raise FileNotFoundError(f"label map not found: {map_path}")
+    existing_file(map_path, "--map", "one label map PNG")  # before the model loads: a typo must not cost loading time
     # Every file is read and checked before the model loads (the ids once its preset is known).
     labels_full = read_label_map(map_path)
     photo_path = Path(args.photo) if args.photo else sample_photo(map_path)

@@ -72,7 +72,7 @@ def write_map(path, values):
     "args,message",
     [
         (["--steps", "-3"], "--steps must be a positive integer"),
-        (["--map", "does/not/exist.png"], "label map not found"),
+        (["--map", "does/not/exist.png"], "--map not found"),
         (["--codec", "jpeg"], "not an available lossless codec"),
     ],
 )

@@ -556,7 +556,7 @@ def test_cli_writes_atomically_and_refuses_to_overwrite(tmp_path, official_sd, c
 
 
 def test_loader_rejects_anything_but_a_flat_state_dict(tmp_path, official_sd):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_official_checkpoint(tmp_path / "missing.pt")
     wrapped = tmp_path / "wrapped.pt"
     torch.save({"model": {"a": torch.zeros(1)}, "step": 3}, wrapped)
@@ -646,7 +646,7 @@ def test_gesco_convert_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, offici
     torch.save(official_sd, checkpoint)
     out = tmp_path / "pipe"
     for argv, status, message in [
-        ([str(tmp_path / "missing.pt"), str(out)], 1, "does not exist"),
+        ([str(tmp_path / "missing.pt"), str(out)], 1, "checkpoint not found"),
         ([str(tmp_path / "folder.pt"), str(out)], 1, "is a folder; give the checkpoint file"),
         ([str(tmp_path / "weights.bin"), str(out)], 1, "expected one of ('.pt', '.pth', '.safetensors')"),
         ([str(tmp_path / "wrapped.pt"), str(out)], 1, "not a flat state dict"),

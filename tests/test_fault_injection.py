@@ -94,16 +94,16 @@ def case(command: str, name: str, args: list[str], message: str, **kwargs) -> py
 
 CASES = [
     # ---- gesco transmit: one map through the chain
-    case("transmit", "map-missing", ["--map", "{W}/nope.png"], "label map not found: {W}/nope.png"),
+    case("transmit", "map-missing", ["--map", "{W}/nope.png"], "--map not found: {W}/nope.png"),
     case("transmit", "map-empty", ["--map", "{W}/empty.png"], "{W}/empty.png is not a readable image file"),
     case("transmit", "map-truncated", ["--map", "{W}/trunc.png"], "{W}/trunc.png cannot be decoded (truncated"),
     case("transmit", "map-text-named-png", ["--map", "{W}/text.png"], "{W}/text.png is not a readable image file"),
-    case("transmit", "map-is-a-folder", ["--map", "{W}/folder.png"], "--map '{W}/folder.png' is a folder"),
+    case("transmit", "map-is-a-folder", ["--map", "{W}/folder.png"], "--map {W}/folder.png is a folder; give one label map PNG"),
     case("transmit", "map-is-rgb", ["--map", "{W}/rgb.png"], "{W}/rgb.png: a label map must be a single-channel PNG"),
     case("transmit", "map-foreign-ids", ["--map", "{W}/ids200.png"], "ids [200] are not camvid classes", late=True),
     case("transmit", "photo-missing", ["--photo", "{W}/nope.png"], "--photo not found: {W}/nope.png"),
     case("transmit", "photo-truncated", ["--photo", "{W}/trunc.png"], "--photo {W}/trunc.png cannot be decoded"),
-    case("transmit", "photo-is-a-folder", ["--photo", "{W}/folder.png"], "--photo '{W}/folder.png' is a folder"),
+    case("transmit", "photo-is-a-folder", ["--photo", "{W}/folder.png"], "--photo {W}/folder.png is a folder; give the photo's image file"),
     case("transmit", "model-missing", ["--model", "{W}/nope"], "{W}/nope", late=True),
     case("transmit", "model-is-a-file", ["--model", "{W}/map.png"], "--model '{W}/map.png' is not a pipeline folder",
          late=True),
@@ -171,7 +171,7 @@ CASES = [
     case("evaluate", "batch-size-0", ["--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
     case("evaluate", "model-missing", ["--model", "{W}/nope"], "{W}/nope", late=True),
     # ---- gesco convert: an official checkpoint to a pipeline folder
-    case("convert", "checkpoint-missing", ["{W}/nope.pt", "{OUT}"], "checkpoint '{W}/nope.pt' does not exist",
+    case("convert", "checkpoint-missing", ["{W}/nope.pt", "{OUT}"], "checkpoint not found: {W}/nope.pt",
          late=True),
     case("convert", "checkpoint-empty", ["{W}/empty.pt", "{OUT}"], "checkpoint 'empty.pt' is not a readable .pt",
          late=True),
@@ -182,7 +182,7 @@ CASES = [
     case("convert", "text-named-pt", ["{W}/text.pt", "{OUT}"], "checkpoint 'text.pt' is not a readable", late=True),
     case("convert", "text-named-safetensors", ["{W}/text.safetensors", "{OUT}"],
          "checkpoint 'text.safetensors' is not a readable .safetensors", late=True),
-    case("convert", "checkpoint-is-a-folder", ["{W}/folder.pt", "{OUT}"], "checkpoint '{W}/folder.pt' is a folder",
+    case("convert", "checkpoint-is-a-folder", ["{W}/folder.pt", "{OUT}"], "checkpoint {W}/folder.pt is a folder; give the checkpoint file",
          late=True),
     case("convert", "checkpoint-is-a-png", ["{W}/map.png", "{OUT}"], "checkpoint 'map.png': expected one of",
          late=True),

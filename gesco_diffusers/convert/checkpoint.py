@@ -23,7 +23,7 @@ import torch
 from ..diffusion.schedulers import official_ddpm_scheduler
 from ..pipelines import GescoPipeline
 from ..presets import DATASET_PRESETS, DatasetPreset, check_image_size, get_dataset_preset
-from ..utils.files import check_writable_dir, staged_directory
+from ..utils.files import check_writable_dir, existing_file, staged_directory
 from .official import (
     ConversionReport,
     OfficialUNetArchitecture,
@@ -42,12 +42,7 @@ def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     ``.pt`` files are read with ``torch.load(weights_only=True)``: tensors and containers only, never arbitrary
     unpickling.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file (.pt, .pth, "
-                                ".safetensors)")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    path = existing_file(path, "checkpoint", "the checkpoint file (.pt, .pth, .safetensors)")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"checkpoint {path.name!r}: expected one of {CHECKPOINT_SUFFIXES}")
     try:
