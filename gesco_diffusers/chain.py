@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .chain_figures import ChainFigures
 from .channel import SemanticChannel, build_channel, channel_for, channel_summary
 from .evaluation.metrics.miou import compute_miou
 from .pipelines import GescoPipeline
@@ -29,6 +30,7 @@ from .utils.files import existing_file
 from .visualize import labels_from_colors
 
 __all__ = [
+    "ChainFigures",
     "ChainResult",
     "LABEL_MODES",
     "build_link",
@@ -198,25 +200,14 @@ def build_link(
 
 
 @dataclass
-class ChainResult:
-    """One run of the chain on one map; the maps are ``(H, W)`` int64 class ids at the generation size."""
+class ChainResult(ChainFigures):
+    """One run of the chain on one map: its figures, the maps (``(H, W)`` int64 class ids at the generation size) and
+    the image."""
 
     labels: np.ndarray  # the sent map
     received: np.ndarray  # argmax of the received class channels
     denoised: np.ndarray  # argmax after FDS
     image: PIL.Image.Image
-    codec: str
-    bpp: float
-    bits_per_element: float
-    map_miou_received: float
-    map_miou_fds: float
-    fds: str
-    sampler: str
-    steps: int
-    guidance_scale: float
-    seed: int
-    seconds_preprocessing: float  # channel + FDS
-    seconds_generation: float
 
 
 def run_chain(

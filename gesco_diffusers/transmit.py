@@ -11,13 +11,14 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import PIL.Image
 
 # Only light modules here (names, no models): `gesco transmit --help` imports no torch. The chain (.chain) loads when
 # the command runs.
+from .chain_figures import ChainFigures
 from .channel import CHANNEL_REGISTRY, MODULATIONS, PSNR_CONVENTIONS
 from .diffusion import SAMPLERS
 from .presets import check_image_size
@@ -41,23 +42,13 @@ def __getattr__(name: str):
 
 
 @dataclass
-class TransmitReport:
+class TransmitReport(ChainFigures):
+    """The chain's figures of the run, with what was sent and where the panel went."""
+
     model: str
     map: str
     resolution: tuple[int, int]
     channel: str
-    codec: str
-    bpp: float
-    bits_per_element: float
-    map_miou_received: float
-    map_miou_fds: float
-    fds: str
-    sampler: str
-    steps: int
-    guidance_scale: float
-    seed: int
-    seconds_preprocessing: float
-    seconds_generation: float
     panel: str
     extra: dict = field(default_factory=dict)
 
@@ -144,14 +135,11 @@ def transmit(args: argparse.Namespace) -> TransmitReport:
     _save_atomically(panel, panel_path)
     _save_atomically(result.image, paths["generated"])
 
-    return TransmitReport(
-        model=model_desc, map=str(map_path), resolution=size, channel=channel_desc, codec=args.codec,
-        bpp=result.bpp, bits_per_element=result.bits_per_element, map_miou_received=result.map_miou_received,
-        map_miou_fds=result.map_miou_fds, fds=args.fds, sampler=args.sampler if args.sampler != "default" else
-        result.sampler, steps=result.steps, guidance_scale=result.guidance_scale, seed=args.seed,
-        seconds_preprocessing=result.seconds_preprocessing, seconds_generation=result.seconds_generation,
-        panel=str(panel_path), extra={"channel": describe_channel(channel)},
-    )
+    figures = {f.name: getattr(result, f.name) for f in fields(ChainFigures)}
+    if args.sampler != "default":
+        figures["sampler"] = args.sampler
+    return TransmitReport(**figures, model=model_desc, map=str(map_path), resolution=size, channel=channel_desc,
+                          panel=str(panel_path), extra={"channel": describe_channel(channel)})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
