@@ -141,21 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train_fds", action=bool_flag, default=None,
                    help="apply FDS to the noisy training maps (default: as the teacher was trained)")
 
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--train_batch_size", type=int, default=8, help="per device")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--learning_rate", type=float, default=5e-5)
-    g.add_argument("--adam_weight_decay", type=float, default=0.0)
-    g.add_argument("--lr_scheduler", default="constant_with_warmup",
-                   choices=("constant", "constant_with_warmup", "linear", "cosine"))
-    g.add_argument("--lr_warmup_steps", type=int, default=100)
-    g.add_argument("--max_grad_norm", type=float, default=1.0)
-    g.add_argument("--max_train_steps", type=int, default=None)
-    g.add_argument("--max_train_minutes", type=float, default=None,
-                   help="wall-clock budget of this run's training loop (trajectory recording not counted); then "
-                        "stop cleanly, saving the state and the pipeline")
-    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"))
-    g.add_argument("--seed", type=int, default=0)
+    base.add_optimisation_arguments(
+        p.add_argument_group("optimisation"), train_batch_size=8, learning_rate=5e-5,
+        lr_scheduler="constant_with_warmup", lr_warmup_steps=100, max_grad_norm=1.0, model_options=False,
+        budget="this run's training loop (trajectory recording not counted)")
 
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--output_dir", default="gesco-fast")
@@ -174,7 +163,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parse_args_with_config(build_parser(), argv)
     if args.dataset_name is None and args.data_dir is None:
         raise ValueError("give --data_dir (the dataset's root folder) or --dataset_name")
-    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "num_inference_steps"):
+    for name in ("checkpointing_steps", "num_inference_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.timesteps is not None:
@@ -195,16 +184,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         raise ValueError(f"--target_ema_decay must lie in [0, 1), got {args.target_ema_decay}")
     if args.max_train_steps is None and args.max_train_minutes is None:
         raise ValueError("give a length: --max_train_steps or --max_train_minutes")
+    if args.lr_scheduler not in ("constant", "constant_with_warmup") and args.max_train_steps is None:
+        raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs --max_train_steps")
     # Numbers that mean nothing (NaN, inf, 0 steps) fail now, naming the flag, not at step N.
     base.check_data_arguments(args)
-    for name in ("learning_rate", "huber_c", "max_grad_norm", "max_train_minutes"):
-        check_range(args, name, 0, low_open=True)
-    for name in ("adam_weight_decay", "guidance_scale", "lr_warmup_steps"):
-        check_range(args, name, 0)
-    for name in ("max_train_steps", "num_grid_steps", "solver_substeps", "checkpoints_total_limit",
-                 "num_trajectories", "trajectory_shard_size"):
+    base.check_optimisation_arguments(args)
+    check_range(args, "huber_c", 0, low_open=True)
+    check_range(args, "guidance_scale", 0)
+    for name in ("num_grid_steps", "solver_substeps", "checkpoints_total_limit", "num_trajectories",
+                 "trajectory_shard_size"):
         check_range(args, name, 1)
-    check_range(args, "seed", 0, 2**32 - 1)  # (numpy's seed range)
     if args.report_to == "none":
         args.report_to = None
     return args
@@ -433,7 +422,7 @@ def main(args: argparse.Namespace) -> Path:
     if args.method == "trajectory":  # the data are the teacher's recorded trajectories
         train_dataloader = trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows,
                                                  train_transform, encoder, noise_schedule, output_dir)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    optimizer = base.build_optimizer(student.parameters(), args)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=(args.max_train_steps or 0) * accelerator.num_processes)

@@ -119,6 +119,64 @@ NOISE_STREAM = 1
 # Arguments
 
 
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+def add_optimisation_arguments(g, *, train_batch_size: int = 4, learning_rate: float = 1e-4,
+                               lr_scheduler: str = "constant", lr_warmup_steps: int = 0,
+                               max_grad_norm: Optional[float] = None, budget: str = "this run",
+                               model_options: bool = True) -> None:
+    """The optimisation flags (shared with ``training/distill.py``, with its defaults; ``model_options``: the
+    ``--num_epochs``, gradient checkpointing and TF32 flags of a training from data)."""
+    bool_flag = argparse.BooleanOptionalAction
+    g.add_argument("--train_batch_size", type=int, default=train_batch_size, help="per device")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--learning_rate", type=float, default=learning_rate)
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--adam_weight_decay", type=float, default=0.0)
+    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    g.add_argument("--max_grad_norm", type=float, default=max_grad_norm,
+                   help="gradient clipping" + (" (off, as in the paper)" if max_grad_norm is None else ""))
+    g.add_argument("--lr_scheduler", default=lr_scheduler, choices=LR_SCHEDULERS)
+    g.add_argument("--lr_warmup_steps", type=int, default=lr_warmup_steps)
+    if model_options:
+        g.add_argument("--num_epochs", type=int, default=None)
+    g.add_argument("--max_train_steps", type=int, default=None, help="optimizer steps (overrides --num_epochs)"
+                   if model_options else "optimizer steps")
+    g.add_argument("--max_train_minutes", type=float, default=None,
+                   help=f"wall-clock budget of {budget}; then stop cleanly, saving the state and the pipeline")
+    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"),
+                   help="default: accelerate's config/launch setting")
+    if model_options:
+        g.add_argument("--gradient_checkpointing", action=bool_flag, default=False)
+        g.add_argument("--allow_tf32", action=bool_flag, default=False)
+    g.add_argument("--seed", type=int, default=0)
+
+
+def check_optimisation_arguments(args: argparse.Namespace) -> None:
+    """The flags of :func:`add_optimisation_arguments` that mean nothing (NaN, inf, 0 steps, a beta of 1) fail now,
+    naming the flag, not at step N."""
+    for name in ("train_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("learning_rate", "adam_epsilon", "max_grad_norm", "max_train_minutes"):
+        check_range(args, name, 0, low_open=True)
+    for name in ("adam_weight_decay", "lr_warmup_steps"):
+        check_range(args, name, 0)
+    for name in ("adam_beta1", "adam_beta2"):
+        check_range(args, name, 0, 1, high_open=True)
+    for name in ("max_train_steps", "num_epochs"):
+        if hasattr(args, name):
+            check_range(args, name, 1)
+    check_range(args, "seed", 0, 2**32 - 1)  # (numpy's seed range)
+
+
+def build_optimizer(parameters, args: argparse.Namespace) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                             weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+
+
 def add_data_arguments(g, resolution: bool = True) -> None:
     """The data flags (shared with ``training/distill.py``, which takes the resolution from its teacher)."""
     bool_flag = argparse.BooleanOptionalAction
@@ -192,28 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance_scale", type=float, default=None,
                    help="guidance scale stored with the pipeline (default: the preset's)")
 
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--train_batch_size", type=int, default=4, help="per device")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--learning_rate", type=float, default=1e-4)
-    g.add_argument("--adam_beta1", type=float, default=0.9)
-    g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--adam_weight_decay", type=float, default=0.0)
-    g.add_argument("--adam_epsilon", type=float, default=1e-8)
-    g.add_argument("--max_grad_norm", type=float, default=None, help="gradient clipping (off, as in the paper)")
-    g.add_argument("--lr_scheduler", default="constant",
-                   choices=("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
-                            "polynomial"))
-    g.add_argument("--lr_warmup_steps", type=int, default=0)
-    g.add_argument("--num_epochs", type=int, default=None)
-    g.add_argument("--max_train_steps", type=int, default=None, help="optimizer steps (overrides --num_epochs)")
-    g.add_argument("--max_train_minutes", type=float, default=None,
-                   help="wall-clock budget of this run; then stop cleanly, saving the state and the pipeline")
-    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"),
-                   help="default: accelerate's config/launch setting")
-    g.add_argument("--gradient_checkpointing", action=bool_flag, default=False)
-    g.add_argument("--allow_tf32", action=bool_flag, default=False)
-    g.add_argument("--seed", type=int, default=0)
+    add_optimisation_arguments(p.add_argument_group("optimisation"))
 
     g = p.add_argument_group("EMA")
     g.add_argument("--use_ema", action=bool_flag, default=True)
@@ -248,7 +285,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.dataset_name is None and args.data_dir is None:
         raise ValueError(f"--dataset {args.dataset} needs --data_dir (the dataset's root folder; for CamVid: the SegNet "
                          "split, {train,val}/images/*.png and {train,val}/labels/*.png with ids 0-10, 11 unlabelled)")
-    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
+    for name in ("checkpointing_steps", "validation_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_train_steps is None and args.num_epochs is None and args.max_train_minutes is None:
@@ -258,19 +295,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs --max_train_steps or --num_epochs")
     # Numbers that mean nothing (NaN, inf, 0 steps, a probability of 2) fail now, naming the flag, not at step N.
     check_data_arguments(args)
-    for name in ("learning_rate", "adam_epsilon", "max_grad_norm", "max_train_minutes", "ema_inv_gamma", "ema_power"):
+    check_optimisation_arguments(args)
+    for name in ("ema_inv_gamma", "ema_power"):
         check_range(args, name, 0, low_open=True)
-    for name in ("adam_weight_decay", "vlb_weight", "guidance_scale", "noise_probabilities", "lr_warmup_steps",
-                 "num_validation_maps"):
+    for name in ("vlb_weight", "guidance_scale", "noise_probabilities", "num_validation_maps"):
         check_range(args, name, 0)
     for name in ("cfg_drop_prob", "clean_probability", "ema_decay"):
         check_range(args, name, 0, 1)
-    for name in ("adam_beta1", "adam_beta2"):
-        check_range(args, name, 0, 1, high_open=True)
-    for name in ("max_train_steps", "num_epochs", "num_train_timesteps", "validation_inference_steps",
-                 "checkpoints_total_limit"):
+    for name in ("num_train_timesteps", "validation_inference_steps", "checkpoints_total_limit"):
         check_range(args, name, 1)
-    check_range(args, "seed", 0, 2**32 - 1)  # (numpy's seed range)
     for name in ("noise_psnrs", "validation_psnr"):
         check_range(args, name)  # dB: finite
     if args.validation_inference_steps > args.num_train_timesteps:
@@ -539,8 +572,7 @@ def main(args: argparse.Namespace) -> Path:
     if args.use_ema:
         ema = build_ema(unet.parameters(), args.ema_decay, args.ema_schedule, args.ema_inv_gamma, args.ema_power,
                         model_cls=SemanticUNet2DModel, model_config=unet.config)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    optimizer = build_optimizer(unet.parameters(), args)
 
     steps_per_epoch = math.ceil(len(train_dataloader) / max(1, accelerator.num_processes)
                                 / args.gradient_accumulation_steps)
