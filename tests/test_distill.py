@@ -459,3 +459,32 @@ def test_trajectory_distillation_rejects_bad_settings(tiny_teacher, tmp_path):
     with pytest.raises(ValueError, match="student_init .* not a GescoPipeline folder"):
         distill.main(distill.parse_args(trajectory_args(teacher, data, tmp_path / "d",
                                                         extra=["--student_init", str(tmp_path)])))
+
+
+def test_inputs_main_finds_wrong_are_one_line_errors_before_any_work(tiny_teacher, tmp_path, capsys):
+    from gesco_diffusers.training import run_script
+
+    teacher, data = tiny_teacher
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    cases = [
+        (tmp_path / "empty_teacher", tmp_path / "a", "is not a GescoPipeline folder (no model_index.json)"),
+        (teacher, teacher / "student", "is inside the teacher folder"),
+        (teacher, tmp_path / "run", "already holds files (an earlier run?)"),
+    ]
+    (tmp_path / "empty_teacher").mkdir()
+    for source, out, message in cases:
+        argv = trajectory_args(source, data, out)
+        assert run_script("distill.py", distill.parse_args, distill.main, argv) == 1
+        lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading")]
+        assert len(lines) == 1 and lines[0].startswith("distill.py: error: ") and message in lines[0], lines
+    assert not (tmp_path / "a").exists() and not (teacher / "student").exists()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+    # Trajectories recorded with other settings: refused in one line, the recorded ones kept.
+    out = tmp_path / "recorded"
+    distill.main(distill.parse_args(trajectory_args(teacher, data, out, steps=2)))
+    before = {p.name: p.read_bytes() for p in (out / "trajectories").iterdir()}
+    argv = trajectory_args(teacher, data, out, extra=["--resume_from_checkpoint", "latest", "--seed", "6"])
+    assert run_script("distill.py", distill.parse_args, distill.main, argv) == 1
+    assert "holds trajectories made with other settings (seed)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "trajectories").iterdir()} == before

@@ -712,3 +712,21 @@ def test_a_classes_file_dataset_trains_and_evaluates_in_the_generic_layout(tmp_p
                       num_inference_steps=1, image_codec=None, rate_distortion=False, device="cpu", limit=2,
                       networks=ScoringNetworks(judge=None, lpips=None, fid=None), out_dir=tmp_path / "eval")
     assert report.settings["dataset"] == "mystreets" and report.settings["num_items"] == 2
+
+
+def test_inputs_main_finds_wrong_are_one_line_errors(tmp_path, capsys):
+    from gesco_diffusers.training import run_script
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    cases = [
+        (tiny_args(tmp_path / "run"), "already holds files (an earlier run?)"),
+        (tiny_args(tmp_path / "a", extra=["--train_batch_size", "7"]), "6 training rows make no full batch of 7"),
+        (tiny_args(tmp_path / "b", extra=["--data_dir", str(tmp_path / "nothing")]), str(tmp_path / "nothing")),
+    ]
+    for argv, message in cases:
+        assert run_script("train.py", train.parse_args, train.main, argv) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("train.py: error: ") and message in lines[0], lines
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no empty run folder left behind

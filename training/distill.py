@@ -70,6 +70,7 @@ from gesco_diffusers.training import (
     OneLineArgumentParser,
     check_output_dir,
     check_range,
+    input_checks,
     load_checkpoint,
     parse_args_with_config,
     resolve_checkpoint,
@@ -321,7 +322,8 @@ def trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows
          "resolution": list(args.resolution), "rows": len(train_rows)},
         args.num_trajectories, args.trajectory_shard_size)
     if accelerator.is_main_process:
-        cache.open()
+        with input_checks():  # trajectories of other settings: refused before any work
+            cache.open()
     accelerator.wait_for_everyone()
     rows = len(train_rows)
     orders: dict[int, list[int]] = {}
@@ -361,14 +363,16 @@ def main(args: argparse.Namespace) -> Path:
     start_time = time.monotonic()
     output_dir = Path(args.output_dir)
     teacher_dir = Path(args.teacher).resolve()
-    if output_dir.resolve() == teacher_dir or teacher_dir in output_dir.resolve().parents:
-        raise ValueError(f"--output_dir {output_dir} is inside the teacher folder {args.teacher}: distillation "
-                         "never writes there")
-    teacher = load_teacher(args.teacher)
-    num_train_timesteps = teacher.scheduler.config.num_train_timesteps
-    if args.timesteps and max(args.timesteps) >= num_train_timesteps:  # the student pipeline would refuse them
-        raise ValueError(f"--timesteps must lie below the teacher's {num_train_timesteps} training timesteps, got "
-                         f"{max(args.timesteps)}")
+    with input_checks():  # the user's inputs, before any work: one-line errors
+        if output_dir.resolve() == teacher_dir or teacher_dir in output_dir.resolve().parents:
+            raise ValueError(f"--output_dir {output_dir} is inside the teacher folder {args.teacher}: distillation "
+                             "never writes there")
+    with input_checks():  # (before the output folder: --overwrite_output_dir deletes only for a valid run)
+        teacher = load_teacher(args.teacher)
+        num_train_timesteps = teacher.scheduler.config.num_train_timesteps
+        if args.timesteps and max(args.timesteps) >= num_train_timesteps:  # the student pipeline would refuse them
+            raise ValueError(f"--timesteps must lie below the teacher's {num_train_timesteps} training timesteps, got "
+                             f"{max(args.timesteps)}")
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
         log_with=args.report_to,
@@ -376,23 +380,18 @@ def main(args: argparse.Namespace) -> Path:
                                             logging_dir=str(output_dir / args.logging_dir)),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    # Before anything is written: an earlier run in output_dir is continued or deleted only when asked.
-    check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,
-                     is_main_process=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
     set_seed(args.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- data: the teacher's dataset and resolution
-    preset: DatasetPreset = teacher.dataset_preset
-    if args.dataset is not None and args.dataset != preset.name:
-        raise ValueError(f"--dataset {args.dataset} differs from the teacher's dataset {preset.name!r}")
-    resolution = tuple(teacher.unet.config.sample_size)
-    args.dataset, args.resolution = preset.name, list(resolution)
-    train_rows, layout = base.load_split(args, preset, args.train_split, args.max_train_samples)
-    if args.validate_data:
-        base.check_data(accelerator, train_rows, layout, preset)
+    with input_checks():  # the user's inputs, before any work: one-line errors
+        preset: DatasetPreset = teacher.dataset_preset
+        if args.dataset is not None and args.dataset != preset.name:
+            raise ValueError(f"--dataset {args.dataset} differs from the teacher's dataset {preset.name!r}")
+        resolution = tuple(teacher.unet.config.sample_size)
+        args.dataset, args.resolution = preset.name, list(resolution)
+        train_rows, layout = base.load_split(args, preset, args.train_split, args.max_train_samples)
+        if args.validate_data:
+            base.check_data(accelerator, train_rows, layout, preset)
     kind = layout.train_transform if args.train_transform == "auto" else args.train_transform
     train_transform = SemanticExampleTransform(build_transform(kind, resolution, args.random_flip), resolution,
                                                layout.remap_labels, args.seed)
@@ -401,15 +400,25 @@ def main(args: argparse.Namespace) -> Path:
         train_rows, batch_size=args.train_batch_size, sampler=EpochShuffleSampler(len(train_rows), seed=args.seed),
         num_workers=args.dataloader_num_workers, drop_last=True, generator=torch.Generator().manual_seed(args.seed),
     )
-    if len(train_dataloader) == 0:
-        raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
+    with input_checks():  # the user's inputs, before any work: one-line errors
+        if len(train_dataloader) == 0:
+            raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
 
     # ---- teacher, student, target (consistency only), objective
     guidance_scale = teacher.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
     teacher_unet = teacher.unet.requires_grad_(False).eval().to(accelerator.device)
     student = SemanticUNet2DModel.from_config(teacher_unet.config)
-    student.load_state_dict(initial_student_weights(args.student_init, teacher_unet))
+    with input_checks():
+        student.load_state_dict(initial_student_weights(args.student_init, teacher_unet))
     student.train()
+    # Only now, with the inputs checked, is anything written: an earlier run in output_dir is continued or deleted
+    # only when asked.
+    with input_checks():
+        check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,
+                         is_main_process=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
     target = None
     if args.method == "consistency":
         target = copy.deepcopy(student).requires_grad_(False).eval().to(accelerator.device)

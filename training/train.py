@@ -95,6 +95,7 @@ from gesco_diffusers.training import (
     check_output_dir,
     check_range,
     checkpoint_step,
+    input_checks,
     load_checkpoint,
     parse_args_with_config,
     resolve_checkpoint,
@@ -521,30 +522,24 @@ def main(args: argparse.Namespace) -> Path:
         raise SystemExit(f"train.py: error: {launch_problem}")  # N independent copies would race on output_dir
     if launch_problem is not None:
         logger.warning(f"WARNING: {launch_problem}")
-    # Before anything is written: an earlier run in output_dir is continued or deleted only when asked.
-    run_files = train_run_files(args)
-    check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,
-                     is_main_process=accelerator.is_main_process, run_files=run_files)
-    accelerator.wait_for_everyone()
     set_seed(args.seed)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- data (checked before anything heavy is built)
-    preset = resolve_preset(args)
-    resolution = tuple(args.resolution) if args.resolution else tuple(preset.resolution)
-    preset = dataclasses.replace(preset, resolution=resolution)  # stored with the pipeline: what it generates at
-    train_rows, layout = load_split(args, preset, args.train_split, args.max_train_samples)
-    try:
-        val_source = load_split(args, preset, args.validation_split, args.num_validation_maps)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        logger.warning(f"no validation split {args.validation_split!r} ({err}); using training rows for validation")
-        val_source = (train_rows.select(range(min(args.num_validation_maps, len(train_rows)))), layout)
-    if args.validate_data:
-        check_data(accelerator, train_rows, layout, preset, extra=[val_source])
-        logger.info(f"checked {len(train_rows)} training label maps: ok")
+    with input_checks():  # the user's inputs, before any work: one-line errors
+        preset = resolve_preset(args)
+        resolution = tuple(args.resolution) if args.resolution else tuple(preset.resolution)
+        preset = dataclasses.replace(preset, resolution=resolution)  # stored with the pipeline: what it generates at
+        train_rows, layout = load_split(args, preset, args.train_split, args.max_train_samples)
+        try:
+            val_source = load_split(args, preset, args.validation_split, args.num_validation_maps)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            logger.warning(f"no validation split {args.validation_split!r} ({err}); using training rows for validation")
+            val_source = (train_rows.select(range(min(args.num_validation_maps, len(train_rows)))), layout)
+        if args.validate_data:
+            check_data(accelerator, train_rows, layout, preset, extra=[val_source])
+            logger.info(f"checked {len(train_rows)} training label maps: ok")
     kind = layout.train_transform if args.train_transform == "auto" else args.train_transform
     train_transform = SemanticExampleTransform(build_transform(kind, resolution, args.random_flip), resolution,
                                                layout.remap_labels, args.seed)
@@ -554,11 +549,22 @@ def main(args: argparse.Namespace) -> Path:
         train_rows, batch_size=args.train_batch_size, sampler=sampler, num_workers=args.dataloader_num_workers,
         drop_last=True, generator=torch.Generator().manual_seed(args.seed), persistent_workers=False,
     )
-    if len(train_dataloader) == 0:
-        raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
+    with input_checks():  # the user's inputs, before any work: one-line errors
+        if len(train_dataloader) == 0:
+            raise ValueError(f"{len(train_rows)} training rows make no full batch of {args.train_batch_size}")
 
     # ---- model, objective, optimizer
-    unet = load_unet(args, preset, resolution)
+    with input_checks():
+        unet = load_unet(args, preset, resolution)
+    # Only now, with the inputs checked, is anything written: an earlier run in output_dir is continued or deleted
+    # only when asked.
+    run_files = train_run_files(args)
+    with input_checks():
+        check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir,
+                         is_main_process=accelerator.is_main_process, run_files=run_files)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     scheduler = default_scheduler(**scheduler_overrides(args))  # the sampler stored with the pipeline

@@ -13,6 +13,7 @@ turns an argument error into one line ``<script>: error: <message>`` without a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ __all__ = [
     "OneLineArgumentParser",
     "check_range",
     "config_to_argv",
+    "input_checks",
     "load_config_file",
     "parse_args_with_config",
     "run_script",
@@ -55,23 +57,48 @@ def check_range(args: argparse.Namespace, name: str, low: Optional[float] = None
             raise ValueError(f"--{name} must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, got {value}")
 
 
+INPUT_ERRORS = (ValueError, TypeError, OSError)
+
+
+@contextlib.contextmanager
+def input_checks():
+    """Inside, a ``ValueError``/``TypeError``/``OSError`` is a problem with the user's inputs (a teacher folder that is
+    not one, an output folder holding another run, data that make no batch) found by ``main`` before any work:
+    :func:`run_script` reports it in one line, like an argument error. The exception itself is unchanged."""
+    try:
+        yield
+    except INPUT_ERRORS as err:
+        err.gesco_input_error = True
+        raise
+
+
+def _one_line(prog: str, err: BaseException) -> int:
+    message = " ".join(str(err).split()) or type(err).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 1
+
+
 def run_script(prog: str, parse_args: Callable[[Optional[Sequence[str]]], Any], main: Callable[[Any], Any],
                argv: Optional[Sequence[str]] = None) -> int:
     """A training script's entry point: ``main(parse_args(argv))``; returns the exit status.
 
     An argument error is one line on stderr, ``<prog>: error: <message>``, without a traceback: argparse's own
-    (status 2, see :class:`OneLineArgumentParser`) and those ``parse_args`` raises while checking the values, files
-    and folders (``ValueError``, ``TypeError``, ``OSError``: status 1). Errors of the run itself keep their traceback.
+    (status 2, see :class:`OneLineArgumentParser`), those ``parse_args`` raises while checking the values, files
+    and folders, and those ``main`` raises inside :func:`input_checks` (``ValueError``, ``TypeError``, ``OSError``:
+    status 1). Errors of the run itself keep their traceback.
     """
     try:
         args = parse_args(argv)
     except SystemExit as exit_:  # argparse: a usage error (already printed in one line) or --help
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    except (ValueError, TypeError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 1
-    main(args)
+    except INPUT_ERRORS as err:
+        return _one_line(prog, err)
+    try:
+        main(args)
+    except INPUT_ERRORS as err:
+        if not getattr(err, "gesco_input_error", False):
+            raise
+        return _one_line(prog, err)
     return 0
 
 
