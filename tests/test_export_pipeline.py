@@ -33,7 +33,8 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
     (tmp / "kpis.json").write_text(json.dumps({"clean map": {"judge mIoU": 0.25}}))
     (tmp / "about.md").write_text("Trained on a 2-core CPU in 142 minutes.")
     export_main([str(tmp / "run"), str(tmp / "out"), "--training-args", str(tmp / "args.json"),
-                 "--kpis", str(tmp / "kpis.json"), "--sampler", "dpmsolver++", "--description", str(tmp / "about.md")])
+                 "--kpis", str(tmp / "kpis.json"), "--sampler", "dpmsolver++", "--description", str(tmp / "about.md"),
+                 "--model-name", "GESCO CamVid tiny"])
     out = tmp / "out"
     assert not (out / "checkpoint-10").exists()
     assert all(path.stat().st_mode & 0o044 == 0o044 for path in [out, *out.rglob("*")])  # readable by all (umask 022)
@@ -50,6 +51,7 @@ def test_export_writes_fp16_weights_chosen_sampler_and_card(trained):
         torch.testing.assert_close(tensors[name].float(), value.half().float())
     card = (out / "README.md").read_text()
     assert "accelerate launch training/train.py ..." in card and "0.25" in card and "142 minutes" in card
+    assert card.count("\n# GESCO CamVid tiny\n") == 1 and 'from_pretrained("your-namespace/gesco-out")' in card
 
 
 def test_export_replaces_an_old_export_whole_and_refuses_a_non_pipeline(trained, capsys):
