@@ -11,6 +11,8 @@ Rows, on the same maps, channel draws and seeds (map ``i`` of the split seeded w
 * the teacher at its default sampler and step count (SDE-DPM-Solver++ 40 steps, guidance 1.5: 80 map evaluations);
 * the teacher's weights run exactly as the student is (its sampler, schedule, steps and guidance): what the
   distillation itself adds;
+* for a trajectory-distilled student, the teacher's own guided DDIM run whose states the student learned (what it
+  imitates: the gap to it is the distillation's error, the gap from it to the default sampler the DDIM teacher's);
 * the trivial baseline "teacher's x0 prediction from pure noise in one call" (guided, ``t = T - 1``): the student must
   beat it, or the figures do not measure what we think;
 * the authors' protocol (1000 ancestral DDPM steps, CFG as two forwards): wall time on ``--authors-timing-maps``
@@ -105,6 +107,23 @@ def undistilled(teacher: GescoPipeline, student: GescoPipeline) -> GescoPipeline
                                           **{key: student.config.semantic_config[key]
                                              for key in ("guidance_scale", "num_inference_steps", "timesteps")
                                              if key in student.config.semantic_config}})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def imitated_teacher(teacher: GescoPipeline, student: GescoPipeline) -> Optional[GescoPipeline]:
+    """For a trajectory-distilled student (``training/distill.py --method trajectory``): the teacher with the sampler
+    whose states the student learned (guided DDIM, x0 clipped, ``S * substeps`` trailing steps); else ``None``."""
+    from gesco_diffusers.training.trajectory_distillation import teacher_sampler
+
+    recipe = (student.config.semantic_config or {}).get("distillation") or {}
+    if not str(recipe.get("method", "")).startswith("trajectory"):
+        return None
+    steps = student.default_num_inference_steps * int(recipe["solver_substeps"])
+    pipe = GescoPipeline(unet=teacher.unet, scheduler=teacher_sampler(teacher.scheduler.config),
+                         semantic_config={**teacher.config.semantic_config, "num_inference_steps": steps,
+                                          "guidance_scale": recipe.get("teacher_guidance_scale",
+                                                                       teacher.default_guidance_scale)})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -208,6 +227,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
         lambda cond, s: generate(plain, cond, s, args.batch_size),
         lambda cond, g: plain(cond, fds=False, generator=g),
     )
+    imitated = imitated_teacher(teacher, student)
+    if imitated is not None:  # a trajectory student: the teacher's own DDIM run it learned to jump along
+        steps = imitated.default_num_inference_steps
+        methods[f"teacher, guided DDIM {steps} steps (what the student imitates)"] = (
+            2 * steps if guidance > 1 else steps,
+            lambda cond, s: generate(imitated, cond, s, args.batch_size),
+            lambda cond, g: imitated(cond, fds=False, generator=g),
+        )
     methods["teacher's x0 from noise, 1 call (baseline)"] = (
         2 if guidance > 1 else 1,
         lambda cond, s: generate(baseline, cond, s, args.batch_size, num_inference_steps=1),
