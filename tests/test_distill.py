@@ -354,6 +354,16 @@ def test_a_student_landing_on_the_teachers_states_has_zero_loss_and_the_last_jum
 
     out = objective(Oracle(), torch.zeros(4, 12, 8, 8), start, landed, segment)
     assert out["loss"].item() < 1e-8 and out["timesteps"].tolist() == [999, 749, 499, 249]
+
+    class SampleOracle(torch.nn.Module):  # an x0-predicting student that outputs the image itself
+        def forward(self, sample, t, segmap):
+            return type("Out", (), {"sample": torch.cat([x0, torch.zeros_like(x0)], 1)})()
+
+    sample_objective = TrajectoryDistillationObjective(d, [999, 749, 499, 249], prediction_type="sample")
+    assert sample_objective(SampleOracle(), torch.zeros(4, 12, 8, 8), start, landed, segment)["loss"].item() < 1e-6
+    assert objective(SampleOracle(), torch.zeros(4, 12, 8, 8), start, landed, segment)["loss"].item() > 1.0
+    with pytest.raises(ValueError, match="prediction_type"):
+        TrajectoryDistillationObjective(d, [999], prediction_type="v_prediction")
     for bad in ([249, 499], [1000, 10], []):
         with pytest.raises(ValueError, match="strictly descending"):
             TrajectoryDistillationObjective(d, bad)
@@ -407,7 +417,7 @@ def test_trajectory_distillation_lowers_the_loss_on_fixed_jumps(one_thread):
 def trajectory_args(teacher, data, out, steps=4, extra=()):
     return distill_args(teacher, data, out, steps, ["--method", "trajectory", "--num_trajectories", "5",
                                                     "--trajectory_shard_size", "2", "--solver_substeps", "2",
-                                                    *extra])
+                                                    "--student_prediction", "sample", *extra])
 
 
 def test_trajectory_student_is_a_ddim_student_and_its_recording_resumes(tiny_teacher, tmp_path, one_thread):
@@ -421,6 +431,7 @@ def test_trajectory_student_is_a_ddim_student_and_its_recording_resumes(tiny_tea
     assert load_file(str(shards[2]))["states"].shape == (1, 5, 3, 16, 24)  # 5 trajectories in shards of 2
     pipe = GescoPipeline.from_pretrained(str(reference))
     assert isinstance(pipe.scheduler, DDIMScheduler) and not pipe.scheduler.config.clip_sample
+    assert pipe.scheduler.config.prediction_type == "sample"
     stored = pipe.config.semantic_config
     assert stored["num_inference_steps"] == 4 and stored["guidance_scale"] == 1.0
     assert stored["distillation"]["timesteps"] == [999, 749, 499, 249]

@@ -223,3 +223,19 @@ def test_a_scheduler_that_rejects_the_step_count_fails_before_sampling(pipe):
     with pytest.raises(ValueError, match="LCMScheduler cannot run num_inference_steps=60: .* smaller than 50"):
         pipe(labels(), num_inference_steps=60)
     assert calls == []
+
+
+def test_a_sample_predicting_student_needs_a_scheduler_configured_for_it():
+    # A trajectory-distilled student stores what its output is; the pipeline checks the scheduler against it.
+    student = GescoPipeline.from_unet_config("tiny", dataset="camvid", prediction_type="sample",
+                                             scheduler=build_scheduler("ddim", prediction_type="sample"))
+    assert student.model_prediction == "sample"
+    images = student(labels(), num_inference_steps=2, generator=gen(), output_type="pt").images
+    assert torch.isfinite(images).all()
+    student.scheduler = build_scheduler("ddim")  # epsilon
+    calls = count_unet_calls(student)
+    with pytest.raises(ValueError, match="prediction_type='epsilon'; this U-Net predicts sample .*prediction_type='sample'"):
+        student(labels(), num_inference_steps=2)
+    assert calls == []
+    with pytest.raises(ValueError, match="prediction_type.* must be 'epsilon' or 'sample'"):
+        GescoPipeline.from_unet_config("tiny", dataset="camvid", prediction_type="v_prediction")

@@ -87,6 +87,7 @@ from gesco_diffusers.training.consistency import (
 from gesco_diffusers.training.guidance_distillation import GuidanceDistillationObjective
 from gesco_diffusers.training.objective import received_maps
 from gesco_diffusers.training.trajectory_distillation import (
+    PREDICTION_TYPES,
     TrajectoryCache,
     TrajectoryDataset,
     TrajectoryDistillationObjective,
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trajectory: teacher trajectories recorded (each gives --num_inference_steps jumps)")
     g.add_argument("--trajectory_shard_size", type=int, default=16,
                    help="trajectory: trajectories per recorded shard (and per teacher batch)")
+    g.add_argument("--student_prediction", default="epsilon", choices=PREDICTION_TYPES,
+                   help="trajectory: what the student outputs (sample: x0, well-conditioned at t = 999; stored in "
+                        "its scheduler's prediction_type)")
     g.add_argument("--recording_precision", default="bf16", choices=("bf16", "fp16", "no"),
                    help="trajectory: autocast of the teacher while recording (bf16: 2.7x faster on this CPU, the "
                         "teacher's DDIM images as good; the student's own precision is --mixed_precision)")
@@ -230,14 +234,14 @@ def teacher_noise_schedule(teacher: GescoPipeline, train_fds: Optional[bool]) ->
                             channel_kwargs=stored.get("channel_kwargs"))
 
 
-def student_scheduler(teacher: GescoPipeline, method: str, num_grid_steps: int):
+def student_scheduler(teacher: GescoPipeline, method: str, num_grid_steps: int, prediction_type: str = "epsilon"):
     """The student's sampler on the teacher's noise schedule: diffusers' multistep consistency sampler on the
     distillation grid (``consistency``), SDE-DPM-Solver++ with trailing timesteps (``guidance``: its first step
     starts from pure noise at ``T - 1``, which few steps need), or unclipped DDIM with trailing timesteps
     (``trajectory``: the sampler whose jumps the student learned)."""
     cfg = teacher.scheduler.config
     if method == "trajectory":
-        return student_sampler(cfg)
+        return student_sampler(cfg, prediction_type)
     if method == "guidance":
         return build_scheduler("sde-dpmsolver++", cfg, timestep_spacing="trailing")
     return LCMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
@@ -259,12 +263,15 @@ def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float,
                             "teacher's DDIM states, x0 clipped)",
                   "teacher_sampler": f"DDIM trailing, {args.num_inference_steps * args.solver_substeps} steps",
                   "solver_substeps": args.solver_substeps, "num_trajectories": args.num_trajectories,
+                  "student_prediction": args.student_prediction,
                   "timesteps": list(timesteps), "student_init": args.student_init}
     else:
         method = {"method": "guidance distillation (Meng et al. 2023, stage one; MSE to the guided teacher)",
                   "timesteps": None if timesteps is None else list(timesteps)}
     if args.method == "guidance" and args.timesteps:
         config["timesteps"] = list(args.timesteps)  # the default schedule of the student's sampler
+    if args.method == "trajectory":
+        config["prediction_type"] = args.student_prediction  # what its output channels are (the pipeline checks)
     config.update(
         guidance_scale=1.0,  # folded into the weights: one map per image
         num_inference_steps=args.num_inference_steps,
@@ -277,7 +284,7 @@ def build_objective(args, teacher_unet, guidance_scale: float, diffusion, encode
     """The method's objective, and the timesteps the guidance student is trained at (``None``: all)."""
     if args.method == "trajectory":
         timesteps = student_timesteps(scheduler.config, args.num_inference_steps)
-        return TrajectoryDistillationObjective(diffusion, timesteps), timesteps
+        return TrajectoryDistillationObjective(diffusion, timesteps, args.student_prediction), timesteps
     if args.method == "consistency":
         solver = SkippingStepSolver(diffusion, args.num_grid_steps, args.solver_substeps, args.teacher_clip_x0)
         return ConsistencyDistillationObjective(teacher_unet, guidance_scale, solver, diffusion, encoder,
@@ -435,7 +442,7 @@ def main(args: argparse.Namespace) -> Path:
         target = copy.deepcopy(student).requires_grad_(False).eval().to(accelerator.device)
     diffusion = GaussianDiffusion.from_scheduler(teacher.scheduler)
     noise_schedule = teacher_noise_schedule(teacher, args.train_fds)
-    scheduler = student_scheduler(teacher, args.method, args.num_grid_steps)
+    scheduler = student_scheduler(teacher, args.method, args.num_grid_steps, args.student_prediction)
     encoder = SemanticEncoder.from_preset(preset)
     objective, timesteps = build_objective(args, teacher_unet, guidance_scale, diffusion, encoder, noise_schedule,
                                            scheduler)

@@ -102,15 +102,16 @@ def scheduler_reads_learned_variance(scheduler) -> bool:
         "learned", "learned_range")
 
 
-def scheduler_incompatibility(scheduler) -> Optional[str]:
-    """Why ``scheduler`` cannot drive an epsilon-predicting model trained on a discrete beta schedule (the paper's
-    diffusion), or ``None`` when it can.
+def scheduler_incompatibility(scheduler, model_prediction: str = "epsilon") -> Optional[str]:
+    """Why ``scheduler`` cannot drive a model trained on a discrete beta schedule (the paper's diffusion) that
+    predicts ``model_prediction`` (epsilon; ``sample``, x0, for a trajectory-distilled student), or ``None`` when it
+    can.
 
     Samplers of that diffusion (DDPM, DDIM, PNDM, the k-diffusion family, DPM-Solver, DEIS, UniPC, LCM, TCD, ...) derive
     their noise levels from the model's ``alphas_cumprod`` and call it at training timesteps. Refused: schedulers with
     their own noise levels (flow matching, EDM, consistency-model and Wuerstchen schedulers feed the U-Net times it
     never saw), inversion schedulers (they run the diffusion forward), schedulers whose step needs extra inputs
-    (RePaint's inpainting mask), and any configured for another parametrisation than epsilon.
+    (RePaint's inpainting mask), and any configured for another parametrisation than the model's.
     """
     name = type(scheduler).__name__
     config = getattr(scheduler, "config", None)
@@ -130,8 +131,9 @@ def scheduler_incompatibility(scheduler) -> Optional[str]:
     if required:
         return f"{name}.step needs {', '.join(required)}, which plain sampling does not have"
     prediction = getattr(config, "prediction_type", "epsilon")
-    if prediction != "epsilon":
-        return f"{name} is configured for prediction_type={prediction!r}; this U-Net predicts epsilon"
+    if prediction != model_prediction:
+        return (f"{name} is configured for prediction_type={prediction!r}; this U-Net predicts {model_prediction} "
+                f"(pass prediction_type={model_prediction!r} to the scheduler)")
     return None
 
 

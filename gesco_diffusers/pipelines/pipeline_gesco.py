@@ -172,6 +172,9 @@ class GescoPipeline(DiffusionPipeline):
                 raise ValueError(f"the stored dataset has {channels} map channels but the U-Net takes "
                                  f"{unet.config.segmap_channels} (segmap_channels): the folder mixes two models")
         # Stored sampling defaults fail at loading, not at the first call.
+        if semantic_config.get("prediction_type", "epsilon") not in ("epsilon", "sample"):
+            raise ValueError(f"semantic_config['prediction_type'] must be 'epsilon' or 'sample', got "
+                             f"{semantic_config['prediction_type']!r}")
         if "guidance_scale" in semantic_config:
             _check_guidance_scale(semantic_config["guidance_scale"], "semantic_config['guidance_scale']")
         if "num_inference_steps" in semantic_config:
@@ -209,6 +212,13 @@ class GescoPipeline(DiffusionPipeline):
         return (self.config.semantic_config or {}).get("map_encoding", "one_hot")
 
     @property
+    def model_prediction(self) -> str:
+        """What the U-Net's first channels predict: ``epsilon`` (GESCO), or ``sample`` (x0) for a student that stores
+        ``semantic_config["prediction_type"]`` (``training/distill.py --method trajectory --student_prediction
+        sample``); the scheduler must be configured for the same."""
+        return (self.config.semantic_config or {}).get("prediction_type", "epsilon")
+
+    @property
     def default_guidance_scale(self) -> float:
         cfg = self.config.semantic_config or {}
         return float(cfg.get("guidance_scale", self.dataset_preset.guidance_scale))
@@ -240,7 +250,7 @@ class GescoPipeline(DiffusionPipeline):
 
     def _scheduler_takes_variance(self) -> bool:
         """Whether the scheduler's step gets the variance channels; raises if the scheduler cannot drive the model."""
-        problem = scheduler_incompatibility(self.scheduler)
+        problem = scheduler_incompatibility(self.scheduler, self.model_prediction)
         if problem is not None:
             raise ValueError(f"cannot sample with this scheduler: {problem}")
         takes = scheduler_reads_learned_variance(self.scheduler)

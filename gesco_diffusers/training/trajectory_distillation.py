@@ -45,6 +45,7 @@ from ..diffusion.schedulers import build_scheduler
 from ..utils.files import atomic_save, atomic_write_text
 
 __all__ = [
+    "PREDICTION_TYPES",
     "TrajectoryCache",
     "TrajectoryDataset",
     "TrajectoryDistillationObjective",
@@ -64,10 +65,17 @@ def teacher_sampler(scheduler_config):
                            clip_sample=True)
 
 
-def student_sampler(scheduler_config):
-    """The student's sampler: the teacher's DDIM without clipping (the student learned unclipped jumps)."""
+#: What the student's output channels are: ``epsilon`` (the teacher's parametrisation) or ``sample`` (``x0``).
+PREDICTION_TYPES = ("epsilon", "sample")
+
+
+def student_sampler(scheduler_config, prediction_type: str = "epsilon"):
+    """The student's sampler: the teacher's DDIM without clipping (the student learned unclipped jumps), reading the
+    student's output as ``prediction_type``."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     return build_scheduler("ddim", scheduler_config, timestep_spacing="trailing", set_alpha_to_one=True,
-                           clip_sample=False, thresholding=False)
+                           clip_sample=False, thresholding=False, prediction_type=prediction_type)
 
 
 def student_timesteps(scheduler_config, num_steps: int) -> list[int]:
@@ -112,10 +120,14 @@ class TrajectoryDistillationObjective:
     Attributes:
         diffusion: the noise schedule (``abar_t``) of the teacher.
         timesteps: the student's ``S`` timesteps, descending (:func:`student_timesteps`).
+        prediction_type: the student's output (:data:`PREDICTION_TYPES`): ``epsilon`` gives ``x0(e)`` as above;
+            ``sample`` is ``x0`` itself, well-conditioned at ``t = 999`` where ``x0(e)`` multiplies an epsilon error
+            by 156 (the sampler, :func:`student_sampler`, is told the same).
     """
 
     diffusion: GaussianDiffusion
     timesteps: Sequence[int]
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
         steps = [int(t) for t in self.timesteps]
@@ -123,6 +135,8 @@ class TrajectoryDistillationObjective:
                 or steps[0] >= self.diffusion.num_timesteps:
             raise ValueError(f"timesteps must be strictly descending in [0, {self.diffusion.num_timesteps}), "
                              f"got {list(self.timesteps)}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         self.timesteps = tuple(steps)
         abar = self.diffusion.buffer("alphas_cumprod").double()
         # abar at each student timestep and after it (1 after the last: the final DDIM step returns x0)
@@ -156,9 +170,12 @@ class TrajectoryDistillationObjective:
         ``dict(loss=scalar, per_sample=(B,), timesteps=(B,))``."""
         t = torch.tensor(self.timesteps, device=start.device)[segment]
         start = start.float()
-        eps = student(start, t, maps).sample[:, : start.shape[1]].float()
-        now = self._per_segment(self._abar_now, segment, start)
-        x0 = (start - (1 - now).sqrt() * eps) / now.sqrt()
+        output = student(start, t, maps).sample[:, : start.shape[1]].float()
+        if self.prediction_type == "sample":
+            x0 = output
+        else:
+            now = self._per_segment(self._abar_now, segment, start)
+            x0 = (start - (1 - now).sqrt() * output) / now.sqrt()
         error = mean_flat((x0 - self.target_x0(start, target.float(), segment)) ** 2)
         per_sample = self._weight.to(start.device)[segment] * error
         return {"loss": per_sample.mean(), "per_sample": per_sample.detach(), "timesteps": t}
