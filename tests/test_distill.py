@@ -501,3 +501,19 @@ def test_inputs_main_finds_wrong_are_one_line_errors_before_any_work(tiny_teache
     assert run_script("distill.py", distill.parse_args, distill.main, argv) == 1
     assert "holds trajectories made with other settings (seed)" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (out / "trajectories").iterdir()} == before
+
+
+def test_balanced_weights_make_every_student_step_count_alike():
+    from gesco_diffusers.training.trajectory_distillation import TrajectoryDistillationObjective
+
+    objective = TrajectoryDistillationObjective(diffusion(), [999, 749, 499, 249], prediction_type="sample")
+    abar = diffusion().buffer("alphas_cumprod").double()
+    snr_249 = (abar[249] / (1 - abar[249])).item()  # the only step with SNR > 1
+    assert objective.weights == pytest.approx([1.0, 1.0, 1.0, snr_249]) and snr_249 > 1  # max(SNR_t, 1)
+    states = torch.randn(6, 5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    weights = objective.balance(states)
+    for i, w in enumerate(weights):
+        target = objective.target_x0(states[:, i], states[:, i + 1], torch.full((6,), i))
+        assert w * target.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="states must be"):
+        objective.balance(states[:, :3])

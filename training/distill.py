@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--student_prediction", default="epsilon", choices=PREDICTION_TYPES,
                    help="trajectory: what the student outputs (sample: x0, well-conditioned at t = 999; stored in "
                         "its scheduler's prediction_type)")
+    g.add_argument("--trajectory_weighting", default="truncated_snr", choices=("truncated_snr", "balanced"),
+                   help="trajectory: weight of each student step's x0 error (trajectory_distillation.py)")
     g.add_argument("--recording_precision", default="bf16", choices=("bf16", "fp16", "no"),
                    help="trajectory: autocast of the teacher while recording (bf16: 2.7x faster on this CPU, the "
                         "teacher's DDIM images as good; the student's own precision is --mixed_precision)")
@@ -251,7 +253,7 @@ def student_scheduler(teacher: GescoPipeline, method: str, num_grid_steps: int, 
 
 
 def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float, noise_schedule,
-                            timesteps) -> dict:
+                            timesteps, objective=None) -> dict:
     config = dict(teacher.config.semantic_config or {})
     if args.method == "consistency":
         method = {"method": "consistency distillation (LCM skipping-step DDIM solver, pseudo-Huber)",
@@ -263,7 +265,8 @@ def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float,
                             "teacher's DDIM states, x0 clipped)",
                   "teacher_sampler": f"DDIM trailing, {args.num_inference_steps * args.solver_substeps} steps",
                   "solver_substeps": args.solver_substeps, "num_trajectories": args.num_trajectories,
-                  "student_prediction": args.student_prediction,
+                  "student_prediction": args.student_prediction, "weighting": args.trajectory_weighting,
+                  "step_weights": [round(w, 6) for w in objective.weights],
                   "timesteps": list(timesteps), "student_init": args.student_init}
     else:
         method = {"method": "guidance distillation (Meng et al. 2023, stage one; MSE to the guided teacher)",
@@ -325,7 +328,7 @@ def recording_autocast(precision: str, device: torch.device):
 
 
 def trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows, train_transform, encoder,
-                          noise_schedule, output_dir: Path):
+                          noise_schedule, output_dir: Path, objective: TrajectoryDistillationObjective):
     """Record the teacher's trajectories that ``output_dir/trajectories`` lacks (each process its share of the
     shards; resumable), then a loader over every (trajectory, student step) jump.
 
@@ -367,6 +370,9 @@ def trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows
                         log=lambda message: logger.info(f"{message}, {time.monotonic() - started:.0f} s"))
     accelerator.wait_for_everyone()
     recorded = cache.load()
+    if args.trajectory_weighting == "balanced":
+        weights = objective.balance(recorded["states"])
+        logger.info(f"balanced weights of the student's steps: {[round(w, 3) for w in weights]}")
     dataset = TrajectoryDataset(recorded["maps"], recorded["states"])
     return torch.utils.data.DataLoader(
         dataset, batch_size=args.train_batch_size, sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
@@ -448,7 +454,7 @@ def main(args: argparse.Namespace) -> Path:
                                            scheduler)
     if args.method == "trajectory":  # the data are the teacher's recorded trajectories
         train_dataloader = trajectory_dataloader(args, accelerator, teacher, guidance_scale, train_rows,
-                                                 train_transform, encoder, noise_schedule, output_dir)
+                                                 train_transform, encoder, noise_schedule, output_dir, objective)
     optimizer = base.build_optimizer(student.parameters(), args)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -548,7 +554,7 @@ def main(args: argparse.Namespace) -> Path:
         unet = target if target is not None else accelerator.unwrap_model(student)
         pipeline = GescoPipeline(unet=unet, scheduler=scheduler,
                                  semantic_config=student_semantic_config(args, teacher, guidance_scale,
-                                                                         noise_schedule, timesteps))
+                                                                         noise_schedule, timesteps, objective))
         pipeline.save_pretrained(str(output_dir))
         logger.info(f"saved the student pipeline to {output_dir} after {global_step} steps, "
                     f"{time.monotonic() - start_time:.1f} s")
