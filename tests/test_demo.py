@@ -251,3 +251,28 @@ def test_browser_click_through_generation_sweep_and_error(served_demo, colour_pn
 def test_the_demo_offers_the_demo_and_fast_models_not_the_ablation(core):
     # The Table VIII ablation is shipped for the benchmark; the demo's list offers the two models users should pick.
     assert core.MODELS == ("demo", "fast")
+
+
+def test_write_space_writes_a_gradio_space_and_replaces_nothing_unasked(tmp_path, capsys):
+    from huggingface_hub import RepoCard
+
+    from gesco_diffusers import __version__
+    from gesco_diffusers.cli import main
+    from gesco_diffusers.demo.space import APP_PY
+
+    assert (Path(__file__).resolve().parents[1] / "app.py").read_text() == APP_PY  # one entry point, two places
+    space = tmp_path / "space"
+    (space / ".git").mkdir(parents=True)
+    assert main(["demo", "--write-space", str(space)]) == 0
+    assert sorted(p.name for p in space.iterdir()) == [".git", "README.md", "app.py", "requirements.txt"]
+    card = RepoCard((space / "README.md").read_text()).data
+    assert card.sdk == "gradio" and card.app_file == "app.py" and len(card.short_description) <= 60
+    assert (space / "requirements.txt").read_text() == f"gesco-diffusers[demo]=={__version__}\n"
+    compile((space / "app.py").read_text(), "app.py", "exec")
+    (space / "README.md").write_text("my own card")
+    capsys.readouterr()
+    assert main(["demo", "--write-space", str(space)]) == 1
+    assert "app.py exists; pass --overwrite to replace the Space's app.py, README.md" in capsys.readouterr().err
+    assert (space / "README.md").read_text() == "my own card"
+    assert main(["demo", "--write-space", str(space), "--overwrite"]) == 0
+    assert (space / "README.md").read_text().startswith("---\ntitle: ")

@@ -258,6 +258,9 @@ CASES = [
     case("demo", "model-is-a-file", ["--model", "{W}/map.png"], "--model '{W}/map.png' is neither a shipped model"),
     case("demo", "model-empty-folder", ["--model", "{W}/empty_maps"], "--model '{W}/empty_maps' has no model_index"),
     case("demo", "model-index-truncated", ["--model", "{W}/bad_index_pipe"], "{W}/bad_index_pipe"),
+    case("demo", "space-into-a-file", ["--write-space", "{W}/map.png"], "--write-space folder '{W}/map.png' exists and "
+         "is not a folder"),
+    case("demo", "space-unwritable", ["--write-space", "{W}/ro/space"], "'{W}/ro/space' is not writable", readonly=True),
     # ---- training/train.py
     case("train.py", "lr-nan", ["--learning_rate", "nan"], "--learning_rate must be a finite number > 0, got nan"),
     case("train.py", "lr-negative", ["--learning_rate=-0.0001"], "--learning_rate must be a finite number > 0"),

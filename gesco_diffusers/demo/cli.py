@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"model selected at start: a shipped one {sorted(SHIPPED_MODELS)} or a GescoPipeline "
                              f"folder (added to the choices); default: {DEFAULT_MODEL}")
     parser.add_argument("--device", default=None, help="where the pipelines run (default: cuda when available)")
+    parser.add_argument("--write-space", metavar="DIR", default=None,
+                        help="instead of serving: write a Hugging Face Space (app.py, README.md with the Space "
+                             "header, requirements.txt) into DIR, e.g. a clone of the Space's repository")
+    parser.add_argument("--overwrite", action="store_true", help="--write-space: replace those files if present")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -44,6 +48,12 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.write_space is not None:
+        from .space import write_space
+
+        for path in write_space(args.write_space, overwrite=args.overwrite):
+            print(f"wrote {path}")
+        return 0
     check_arguments(args)
     from .app import build_demo  # gradio and torch, only now
 
