@@ -73,27 +73,34 @@ def load(path: str, device: str) -> GescoPipeline:
 
 
 def tiny_pipelines(device: str) -> tuple[GescoPipeline, GescoPipeline]:
-    """``--quick``: a random learned-variance teacher and a student sharing its weights, sampled by LCMScheduler."""
-    from diffusers import LCMScheduler
-
+    """``--quick``: a random learned-variance teacher and a student sharing its weights, stored as a trajectory
+    student is (x0-predicting, DDIM), so every row runs."""
     from gesco_diffusers.models import semantic_unet_config
+    from gesco_diffusers.training.trajectory_distillation import student_sampler
 
     config = semantic_unet_config("tiny", sample_size=[32, 40])
     teacher = GescoPipeline.from_unet_config(config, dataset="camvid", seed=0)
     torch.nn.init.normal_(teacher.unet.conv_out.weight, std=0.05)
-    student = GescoPipeline(unet=teacher.unet, scheduler=LCMScheduler(original_inference_steps=20),
+    student = GescoPipeline(unet=teacher.unet, scheduler=student_sampler(teacher.scheduler.config, "sample"),
                             semantic_config={**teacher.config.semantic_config, "guidance_scale": 1.0,
-                                             "num_inference_steps": 4})
+                                             "num_inference_steps": 4, "prediction_type": "sample",
+                                             "distillation": {"method": "trajectory distillation",
+                                                              "solver_substeps": 2, "teacher_guidance_scale": 1.5}})
     for pipe in (teacher, student):
         pipe.set_progress_bar_config(disable=True)
         pipe.to(device)
     return teacher, student
 
 
+def students_sampler_for_the_teacher(teacher: GescoPipeline, student: GescoPipeline):
+    """The student's scheduler, reading the teacher's parametrisation (an x0 student's DDIM reads epsilon here)."""
+    return type(student.scheduler).from_config(student.scheduler.config, prediction_type=teacher.model_prediction)
+
+
 def one_call_baseline(teacher: GescoPipeline, student: GescoPipeline) -> GescoPipeline:
     """The teacher sampled by the student's sampler for one step: its guided x0 prediction at ``t = T - 1`` from pure
-    noise (LCM: ``c_skip`` is 2.5e-9 there; SDE-DPM-Solver++: a first-order step to ``t = 0``)."""
-    pipe = GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
+    noise (LCM: ``c_skip`` is 2.5e-9 there; SDE-DPM-Solver++: a first-order step to ``t = 0``; DDIM: its x0)."""
+    pipe = GescoPipeline(unet=teacher.unet, scheduler=students_sampler_for_the_teacher(teacher, student),
                          semantic_config=dict(teacher.config.semantic_config))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -102,7 +109,7 @@ def one_call_baseline(teacher: GescoPipeline, student: GescoPipeline) -> GescoPi
 def undistilled(teacher: GescoPipeline, student: GescoPipeline) -> GescoPipeline:
     """The teacher's weights run exactly as the student is (its sampler, stored steps, schedule and guidance): what
     the distillation adds is the difference to this row."""
-    pipe = GescoPipeline(unet=teacher.unet, scheduler=student.scheduler.__class__.from_config(student.scheduler.config),
+    pipe = GescoPipeline(unet=teacher.unet, scheduler=students_sampler_for_the_teacher(teacher, student),
                          semantic_config={**teacher.config.semantic_config,
                                           **{key: student.config.semantic_config[key]
                                              for key in ("guidance_scale", "num_inference_steps", "timesteps")

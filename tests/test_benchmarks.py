@@ -82,6 +82,7 @@ def test_few_step_quick_compares_student_teacher_baseline_and_authors(tmp_path):
         calls = {row["method"]: row["unet_calls_per_image"] for row in rows if row["condition"] == condition}
         assert calls["student, 1 call"] == 1 and calls["student, 2 calls"] == 2
         assert calls["teacher, 40 steps (default sampler)"] == 80  # guidance 1.5: two maps per step
+        assert calls["teacher, guided DDIM 8 steps (what the student imitates)"] == 16  # 4 steps x 2 sub-steps
     for row in rows:
         assert row["seconds_per_image"] > 0 and row["wall_time_ratio_to_authors"] > 0
         if "judge_miou" in row:
