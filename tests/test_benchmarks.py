@@ -71,7 +71,8 @@ def test_few_step_quick_compares_student_teacher_baseline_and_authors(tmp_path):
 
     data = write_camvid_like(tmp_path / "camvid", n=4, size=(32, 40))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "few_step.py"), "--quick", "--threads", "1",
-                           "--data-dir", str(data), "--json", str(tmp_path / "figures.json")],
+                           "--data-dir", str(data), "--json", str(tmp_path / "figures.json"),
+                           "--kpis", str(tmp_path / "kpis.json")],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
@@ -92,6 +93,10 @@ def test_few_step_quick_compares_student_teacher_baseline_and_authors(tmp_path):
     authors = [row for row in rows if row["method"].startswith("authors")]
     assert len(authors) == 1 and "quality not measured" in authors[0]["note"]
     assert "| clean | student, 1 call | 1 |" in proc.stdout
+    kpis = json.loads((tmp_path / "kpis.json").read_text())  # the card's: the student at its 4 stored steps
+    assert sorted(kpis) == ["AWGN 1 dB + FDS (paper)", "AWGN 10 dB + FDS (paper)", "clean maps"]
+    four = {row["condition"]: row for row in rows if row["method"] == "student, 4 calls"}
+    assert kpis["clean maps"]["judge mIoU"] == round(four["clean"]["judge_miou"], 4)
 
 
 def test_sampler_quality_reuses_its_cached_reference(tmp_path):
