@@ -265,6 +265,8 @@ def card_fields_from_folder(folder: PathLike) -> dict:
             map_encoding=semantic.get("map_encoding", "one_hot"),
             psnr_convention=semantic.get("psnr_convention", "paper"),
             guidance_scale=semantic.get("guidance_scale"),
+            num_inference_steps=semantic.get("num_inference_steps"),
+            distilled=bool(semantic.get("distillation")),
             fp16_variant=(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file(),
         ),
     )
