@@ -175,7 +175,7 @@ def render_model_card(kind: str, *, template_dir: Optional[PathLike] = None, **f
     context = {
         "license_name": None, "license_link": None, **defaults,
         "repo_id": f"your-namespace/gesco-{dataset['name']}", "extra_tags": [], "description": None,
-        "training_args": {}, "channel_settings": {},
+        "training_args": {}, "channel_settings": {}, "kpi_source": None,
         "model_name": f"GESCO {dataset['display_name']}" + (" (converted official weights)"
                                                             if kind == "converted" else ""),
         **{k: v for k, v in fields.items() if v is not None},

@@ -12,7 +12,8 @@ from typing import Optional
 
 #: Shipped pipelines by the short names the commands accept (``--model demo``, ``--model fast``).
 #: ``demo``: the CamVid model trained with ``training/train.py`` (SDE-DPM-Solver++, 40 guided steps);
-#: ``fast``: its distilled student (``training/distill.py``, guidance distillation; 4 single-map U-Net calls per image);
+#: ``fast``: its distilled student (``training/distill.py``: guidance, then trajectory distillation; 4 single-map U-Net
+#: calls per image, DDIM predicting x0);
 #: ``ablation``: the demo configuration trained without noisy maps (Table VIII's second arm).
 SHIPPED_MODELS = {"demo": "camvid", "fast": "camvid-fast", "ablation": "camvid-no-noisy-training"}
 #: The model the commands run when none is named.

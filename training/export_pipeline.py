@@ -42,7 +42,7 @@ def _check_paths(source: Path, destination: Path) -> None:
 def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.float16,
                     training_args: Optional[dict] = None, kpis: Optional[dict] = None,
                     sampler: Optional[str] = None, description: Optional[str] = None,
-                    model_name: Optional[str] = None) -> Path:
+                    model_name: Optional[str] = None, kpi_source: Optional[str] = None) -> Path:
     """Write ``destination`` from the pipeline folder ``source``; ``sampler`` (a name of ``SAMPLERS``) replaces the
     stored scheduler, sharing its noise schedule (e.g. the one chosen by ``benchmarks/sampler_quality.py``)."""
     _check_paths(source, destination)
@@ -55,7 +55,8 @@ def export_pipeline(source: Path, destination: Path, dtype: torch.dtype = torch.
         pipe.save_pretrained(staging, safe_serialization=True)
         # The card's usage lines name a placeholder repository after the destination (gesco-camvid-fast, ...).
         write_model_card(staging, training_args=training_args, kpis=kpis, description=description,
-                         repo_id=f"your-namespace/gesco-{destination.name}", model_name=model_name)
+                         repo_id=f"your-namespace/gesco-{destination.name}", model_name=model_name,
+                         kpi_source=kpi_source)
     return destination
 
 
@@ -82,6 +83,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--sampler", choices=SAMPLERS, default=None, help="store this scheduler (default: keep)")
     parser.add_argument("--description", type=Path, help="Markdown file shown at the top of the card")
     parser.add_argument("--model-name", default=None, help="the card's title (default: 'GESCO <dataset>')")
+    parser.add_argument("--kpi-source", default=None,
+                        help="how the --kpis were measured, shown under them (default: gesco evaluate on the val maps)")
     args = parser.parse_args(argv)
     _check_paths(args.source, args.destination)
     args.training_args = _read_json(args.training_args, "--training-args")
@@ -99,7 +102,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> Path:
     out = export_pipeline(args.source, args.destination, torch.float16 if args.dtype == "fp16" else torch.float32,
-                          args.training_args, args.kpis, args.sampler, args.description, args.model_name)
+                          args.training_args, args.kpis, args.sampler, args.description, args.model_name,
+                          args.kpi_source)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported {args.source} -> {out} ({size / 2**20:.1f} MiB)")
     return out
