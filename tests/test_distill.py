@@ -330,7 +330,7 @@ def test_a_stored_schedule_is_the_models_schedule_for_its_step_count(tiny_teache
 
 
 def test_a_student_landing_on_the_teachers_states_has_zero_loss_and_the_last_jump_returns_x0():
-    from gesco_diffusers.training.trajectory_distillation import TrajectoryDistillationObjective
+    from gesco_diffusers.training.trajectory_distillation import TrajectoryDistillationObjective, student_sampler
 
     d = diffusion()
     objective = TrajectoryDistillationObjective(d, [999, 749, 499, 249])
@@ -341,8 +341,13 @@ def test_a_student_landing_on_the_teachers_states_has_zero_loss_and_the_last_jum
     now = abar[[999, 749, 499, 249]].reshape(-1, 1, 1, 1)
     after = torch.cat([abar[[749, 499, 249]], torch.ones(1)]).reshape(-1, 1, 1, 1)
     start = now.sqrt() * x0 + (1 - now).sqrt() * eps
-    # DDIM keeps (x0, eps): an oracle epsilon lands on the same (x0, eps) one step later, and on x0 after the last.
-    landed = objective.land(eps, start, segment)
+    # DDIM keeps (x0, eps): an oracle epsilon lands on the same (x0, eps) one step later, and on x0 after the last;
+    # the step is the student's own sampler's (diffusers' DDIMScheduler at 4 trailing steps).
+    sampler = student_sampler(official_ddpm_scheduler().config)
+    sampler.set_timesteps(4)
+    assert sampler.timesteps.tolist() == [999, 749, 499, 249]
+    landed = torch.cat([sampler.step(eps[i:i + 1], t, start[i:i + 1]).prev_sample
+                        for i, t in enumerate(sampler.timesteps)])
     torch.testing.assert_close(landed, after.sqrt() * x0 + (1 - after).sqrt() * eps, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(landed[3], x0[3], rtol=1e-4, atol=1e-4)
     # The implied x0 of a landing point is the oracle's x0 (the loss is measured in image units).

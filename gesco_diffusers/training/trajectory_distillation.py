@@ -153,13 +153,6 @@ class TrajectoryDistillationObjective:
         self._gain = (a_s - s_s / s_t * a_t).float()
         self._weight = torch.clamp(a_t**2 / s_t**2, min=1.0).float()  # max(SNR_t, 1)
 
-    def land(self, eps: torch.Tensor, sample: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
-        """The DDIM step of the module docstring from ``sample`` at ``t_segment`` with epsilon ``eps``."""
-        now = self._abar_now.to(sample.device)[segment].reshape(-1, 1, 1, 1)
-        nxt = self._abar_next.to(sample.device)[segment].reshape(-1, 1, 1, 1)
-        x0 = (sample - (1 - now).sqrt() * eps) / now.sqrt()
-        return nxt.sqrt() * x0 + (1 - nxt).sqrt() * eps
-
     @property
     def weights(self) -> list[float]:
         """The loss weight of each student step."""
