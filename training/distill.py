@@ -192,10 +192,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                          f"--num_grid_steps {args.num_grid_steps}")
     if not 0.0 <= args.target_ema_decay < 1.0:
         raise ValueError(f"--target_ema_decay must lie in [0, 1), got {args.target_ema_decay}")
-    if args.max_train_steps is None and args.max_train_minutes is None:
-        raise ValueError("give a length: --max_train_steps or --max_train_minutes")
-    if args.lr_scheduler not in ("constant", "constant_with_warmup") and args.max_train_steps is None:
-        raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs --max_train_steps")
     # Numbers that mean nothing (NaN, inf, 0 steps) fail now, naming the flag, not at step N.
     base.check_data_arguments(args)
     base.check_optimisation_arguments(args)
@@ -261,8 +257,8 @@ def student_semantic_config(args, teacher: GescoPipeline, guidance_scale: float,
                   "teacher_clip_x0": args.teacher_clip_x0, "huber_c": args.huber_c,
                   "target_ema_decay": args.target_ema_decay, "sigma_data": SIGMA_DATA}
     elif args.method == "trajectory":
-        method = {"method": "trajectory distillation (progressive distillation in one stage; MSE to the guided "
-                            "teacher's DDIM states, x0 clipped)",
+        method = {"method": "trajectory distillation (progressive distillation in one stage; weighted x0 error "
+                            "against the guided teacher's DDIM states, x0 clipped)",
                   "teacher_sampler": f"DDIM trailing, {args.num_inference_steps * args.solver_substeps} steps",
                   "solver_substeps": args.solver_substeps, "num_trajectories": args.num_trajectories,
                   "student_prediction": args.student_prediction, "weighting": args.trajectory_weighting,

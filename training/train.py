@@ -157,7 +157,13 @@ def add_optimisation_arguments(g, *, train_batch_size: int = 4, learning_rate: f
 
 def check_optimisation_arguments(args: argparse.Namespace) -> None:
     """The flags of :func:`add_optimisation_arguments` that mean nothing (NaN, inf, 0 steps, a beta of 1) fail now,
-    naming the flag, not at step N."""
+    naming the flag, not at step N; so does a run without a length, or a decaying schedule without a known one."""
+    lengths = ["--max_train_steps", *(["--num_epochs"] if hasattr(args, "num_epochs") else [])]
+    known = args.max_train_steps is not None or getattr(args, "num_epochs", None) is not None
+    if not known and args.max_train_minutes is None:
+        raise ValueError(f"give a length: {', '.join(lengths)} or --max_train_minutes")
+    if args.lr_scheduler not in ("constant", "constant_with_warmup") and not known:
+        raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs {' or '.join(lengths)}")
     for name in ("train_batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -289,11 +295,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for name in ("checkpointing_steps", "validation_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.max_train_steps is None and args.num_epochs is None and args.max_train_minutes is None:
-        raise ValueError("give a length: --max_train_steps, --num_epochs or --max_train_minutes")
-    if args.lr_scheduler not in ("constant", "constant_with_warmup") and args.max_train_steps is None \
-            and args.num_epochs is None:
-        raise ValueError(f"--lr_scheduler {args.lr_scheduler} needs --max_train_steps or --num_epochs")
     # Numbers that mean nothing (NaN, inf, 0 steps, a probability of 2) fail now, naming the flag, not at step N.
     check_data_arguments(args)
     check_optimisation_arguments(args)

@@ -26,6 +26,10 @@ from .names import SAMPLERS
 PAPER_DIFFUSION_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon")
 
+#: What a GESCO U-Net's first output channels may predict: ``epsilon`` (the paper's models) or ``sample`` (x0, a
+#: trajectory-distilled student); stored as ``semantic_config["prediction_type"]``, default ``epsilon``.
+MODEL_PREDICTIONS = ("epsilon", "sample")
+
 #: x0 clipping to the image range [-1, 1], through diffusers' ``thresholding`` option. Its dynamic threshold (Imagen:
 #: the 99.5th percentile of |x0|) is clamped to ``[1, sample_max_value]`` = [1, 1], so this is static clipping, the
 #: multistep solvers' counterpart of DDPM's ``clip_sample`` (the authors' ``clip_denoised=True``), not Imagen's dynamic

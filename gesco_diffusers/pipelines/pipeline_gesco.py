@@ -27,7 +27,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from ..diffusion.guidance import guidance_maps, guided_model_output
-from ..diffusion.schedulers import DEFAULT_SAMPLING_STEPS, scheduler_incompatibility, scheduler_reads_learned_variance
+from ..diffusion.schedulers import (
+    DEFAULT_SAMPLING_STEPS,
+    MODEL_PREDICTIONS,
+    scheduler_incompatibility,
+    scheduler_reads_learned_variance,
+)
 from ..models import SemanticModulationCache, SemanticUNet2DModel
 from ..presets import DatasetPreset, default_palette
 from ..receiver import FDS_METHODS, FastDenoisingSemantic, build_fds
@@ -172,7 +177,7 @@ class GescoPipeline(DiffusionPipeline):
                 raise ValueError(f"the stored dataset has {channels} map channels but the U-Net takes "
                                  f"{unet.config.segmap_channels} (segmap_channels): the folder mixes two models")
         # Stored sampling defaults fail at loading, not at the first call.
-        if semantic_config.get("prediction_type", "epsilon") not in ("epsilon", "sample"):
+        if semantic_config.get("prediction_type", "epsilon") not in MODEL_PREDICTIONS:
             raise ValueError(f"semantic_config['prediction_type'] must be 'epsilon' or 'sample', got "
                              f"{semantic_config['prediction_type']!r}")
         if "guidance_scale" in semantic_config:

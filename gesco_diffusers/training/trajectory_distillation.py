@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..diffusion.losses import GaussianDiffusion, mean_flat
-from ..diffusion.schedulers import build_scheduler
+from ..diffusion.schedulers import MODEL_PREDICTIONS, build_scheduler
 from ..utils.files import atomic_save, atomic_write_text
 
 __all__ = [
@@ -70,7 +70,7 @@ def teacher_sampler(scheduler_config):
 
 
 #: What the student's output channels are: ``epsilon`` (the teacher's parametrisation) or ``sample`` (``x0``).
-PREDICTION_TYPES = ("epsilon", "sample")
+PREDICTION_TYPES = MODEL_PREDICTIONS
 
 
 def student_sampler(scheduler_config, prediction_type: str = "epsilon"):
@@ -226,10 +226,9 @@ class TrajectoryCache:
         """Create the folder and its manifest, or check an existing one against these settings."""
         manifest = self.folder / MANIFEST
         if manifest.is_file():
-            stored = json.loads(manifest.read_text())
-            if stored != json.loads(json.dumps(self.settings)):
-                changed = sorted(k for k in set(stored) | set(self.settings)
-                                 if stored.get(k) != json.loads(json.dumps(self.settings)).get(k))
+            stored, wanted = json.loads(manifest.read_text()), json.loads(json.dumps(self.settings))
+            if stored != wanted:
+                changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
                 raise ValueError(f"{self.folder} holds trajectories made with other settings ({', '.join(changed)}); "
                                  "give another --output_dir or delete that folder")
             return
